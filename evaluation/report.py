@@ -1,0 +1,306 @@
+"""Tables and pictures of a local evaluation run.
+
+* ``metrics.csv``: the official columns, in the official order, then our extras;
+* ``summary.csv`` and a printed per-modality table (modality = case-name prefix before ``_``);
+* ``plots/curves_<modality>.png`` (DSC and NSD against the step, mean and per case) and
+  ``plots/curves_all.png`` (one line per modality);
+* ``plots/cases/<case>.png``: the middle labelled slice with image, GT contours (solid),
+  prediction contours (dashed) and clicks, at the first step run (the box step when the case has
+  boxes) and at the final step.
+
+matplotlib is imported lazily, with the Agg backend.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.protocol import N_STEPS, CaseResult
+
+OFFICIAL_COLUMNS = (
+    ["CaseName", "TotalRunningTime"]
+    + [f"RunningTime_{i}" for i in range(1, N_STEPS + 1)]
+    + ["DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final"]
+    + [f"DSC_{i}" for i in range(1, N_STEPS + 1)]
+    + [f"NSD_{i}" for i in range(1, N_STEPS + 1)]
+    + ["num_class", "runtime_upperbound"]
+)
+EXTRA_COLUMNS = [
+    "HD95_Final",  # mm, physical spacing (stored[::-1]); mean over classes with a prediction
+    "ASD_Final",  # mm, average symmetric surface distance, same convention
+    "BudgetShare",  # TotalRunningTime / runtime_upperbound
+    "Over_Budget",  # 1 when BudgetShare > 1 (the final test would set the scores to 0)
+    "Failed_Steps",  # steps (1..6) whose output was stale, missing, bad or timed out, ';'-joined
+    "Step_Status",  # status of each step, ';'-joined (ok, skipped, stale, missing, ...)
+    "No_Output",  # 1 when the case never produced a valid output (official CSV drops such cases)
+    "Has_Boxes",
+    "Empty_Final_Classes",  # classes with an empty final prediction (left out of HD95/ASD)
+]
+COLUMNS = OFFICIAL_COLUMNS + EXTRA_COLUMNS
+SUMMARY_METRICS = ["DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final", "HD95_Final", "ASD_Final"]
+
+
+def modality_of(case_name: str) -> str:
+    """Case-name prefix before the first ``_`` (CT, MR, US, PET, Microscopy, ...)."""
+    return Path(case_name).name.split("_")[0]
+
+
+def case_row(r: CaseResult) -> dict:
+    row: dict = {"CaseName": r.name, "TotalRunningTime": r.total_runtime}
+    for s in r.steps:
+        row[f"RunningTime_{s.step}"] = s.runtime
+    row.update(
+        {"DSC_AUC": r.dsc_auc, "NSD_AUC": r.nsd_auc, "DSC_Final": r.dsc_final, "NSD_Final": r.nsd_final}
+    )
+    for s in r.steps:
+        row[f"DSC_{s.step}"] = s.dsc
+        row[f"NSD_{s.step}"] = s.nsd
+    row.update(
+        {
+            "num_class": r.num_class,
+            "runtime_upperbound": r.runtime_upperbound,
+            "HD95_Final": r.hd95_final,
+            "ASD_Final": r.asd_final,
+            "BudgetShare": r.budget_share,
+            "Over_Budget": int(r.budget_share > 1),
+            "Failed_Steps": ";".join(str(i) for i in r.failed_steps),
+            "Step_Status": ";".join(s.status for s in r.steps),
+            "No_Output": int(not r.ever_output),
+            "Has_Boxes": int(r.has_boxes),
+            "Empty_Final_Classes": r.empty_final_classes,
+        }
+    )
+    return row
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "nan" if math.isnan(v) else repr(float(v))
+    return str(v)
+
+
+def write_metrics_csv(results: list[CaseResult], out_dir: Path) -> Path:
+    path = Path(out_dir) / "metrics.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for r in results:
+            row = case_row(r)
+            w.writerow([_fmt(row.get(c, "")) for c in COLUMNS])
+    return path
+
+
+def _nanmean(values) -> float:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def summarize(results: list[CaseResult]) -> list[dict]:
+    """Per-modality means (and an ``ALL`` row); cases without output count as 0."""
+    groups: dict[str, list[CaseResult]] = {}
+    for r in results:
+        groups.setdefault(modality_of(r.name), []).append(r)
+    rows = []
+    for name, rs in [*sorted(groups.items()), ("ALL", list(results))]:
+        if not rs:
+            continue
+        case_rows = [case_row(r) for r in rs]
+        row = {"Modality": name, "Cases": len(rs)}
+        for m in SUMMARY_METRICS:
+            row[m] = _nanmean(c[m] for c in case_rows)
+        row["Runtime_s"] = _nanmean(r.total_runtime for r in rs)
+        row["BudgetShare"] = _nanmean(r.budget_share for r in rs)
+        row["Over_Budget"] = sum(int(r.budget_share > 1) for r in rs)
+        row["Failed_Steps"] = sum(len(r.failed_steps) for r in rs)
+        row["No_Output"] = sum(int(not r.ever_output) for r in rs)
+        rows.append(row)
+    return rows
+
+
+SUMMARY_COLUMNS = [
+    "Modality",
+    "Cases",
+    *SUMMARY_METRICS,
+    "Runtime_s",
+    "BudgetShare",
+    "Over_Budget",
+    "Failed_Steps",
+    "No_Output",
+]
+
+
+def write_summary_csv(rows: list[dict], out_dir: Path) -> Path:
+    path = Path(out_dir) / "summary.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SUMMARY_COLUMNS)
+        for row in rows:
+            w.writerow([_fmt(row[c]) for c in SUMMARY_COLUMNS])
+    return path
+
+
+def format_summary(rows: list[dict]) -> str:
+    """A fixed-width text table of the per-modality summary."""
+    heads = SUMMARY_COLUMNS
+    cells = []
+    for row in rows:
+        line = []
+        for c in heads:
+            v = row[c]
+            if isinstance(v, float):
+                line.append("nan" if math.isnan(v) else (f"{v:.2f}" if c in ("Runtime_s",) else f"{v:.4f}"))
+            else:
+                line.append(str(v))
+        cells.append(line)
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
+    out = ["  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
+    return "\n".join(out)
+
+
+def notes(results: list[CaseResult]) -> list[str]:
+    """Human-readable warnings: failed steps, cases without output, budget overruns."""
+    out = []
+    for r in results:
+        if r.error:
+            out.append(f"{r.name}: ERROR {r.error} (scored 0)")
+        if not r.ever_output:
+            out.append(f"{r.name}: no valid output at any step: scored 0, kept (the official CSV drops it)")
+        for s in r.steps:
+            if s.failed:
+                out.append(f"{r.name}: step {s.step} {s.status}: {s.message}")
+        if r.budget_share > 1:
+            out.append(
+                f"{r.name}: {r.total_runtime:.1f} s > budget {r.runtime_upperbound} s "
+                f"({r.budget_share:.0%}); the final test sets such scores to 0"
+            )
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(results: list[CaseResult], out_dir: Path) -> list[Path]:
+    """DSC and NSD against the step, one PNG per modality and one with every modality.
+
+    Step 1 (box) is averaged over the cases that have boxes only; steps 2..6 over all cases.
+    """
+    plt = _pyplot()
+    plot_dir = Path(out_dir) / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[CaseResult]] = {}
+    for r in results:
+        groups.setdefault(modality_of(r.name), []).append(r)
+    steps = np.arange(1, N_STEPS + 1)
+    labels = ["box"] + [f"click {i}" for i in range(1, N_STEPS)]
+
+    def mean_curve(rs: list[CaseResult], attr: str) -> np.ndarray:
+        curve = []
+        for i in range(N_STEPS):
+            vals = [getattr(r, attr)[i] for r in rs if i > 0 or r.has_boxes]
+            curve.append(np.mean(vals) if vals else np.nan)
+        return np.array(curve)
+
+    paths = []
+    fig_all, axes_all = plt.subplots(1, 2, figsize=(11, 4))
+    for mod, rs in sorted(groups.items()):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, attr, title in zip(axes, ("dscs", "nsds"), ("DSC", "NSD"), strict=True):
+            for r in rs:
+                ys = np.array(getattr(r, attr), dtype=float)
+                xs = steps if r.has_boxes else steps[1:]
+                ax.plot(xs, ys if r.has_boxes else ys[1:], color="0.75", lw=0.8)
+            ax.plot(steps, mean_curve(rs, attr), "o-", color="C0", lw=2, label=f"mean of {len(rs)}")
+            ax.set_xticks(steps, labels, rotation=30)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{mod}: {title} per step")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right")
+        fig.tight_layout()
+        path = plot_dir / f"curves_{mod}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+        for ax, attr in zip(axes_all, ("dscs", "nsds"), strict=True):
+            ax.plot(steps, mean_curve(rs, attr), "o-", label=f"{mod} ({len(rs)})")
+    for ax, title in zip(axes_all, ("DSC", "NSD"), strict=True):
+        ax.set_xticks(steps, labels, rotation=30)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"mean {title} per step and modality")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig_all.tight_layout()
+    path = plot_dir / "curves_all.png"
+    fig_all.savefig(path, dpi=90)
+    plt.close(fig_all)
+    paths.append(path)
+    return paths
+
+
+def middle_slice(gts: np.ndarray) -> int:
+    """Median of the labelled slices (the organisers' z_mid rule, applied to all labels)."""
+    zs = np.flatnonzero(gts.reshape(gts.shape[0], -1).any(axis=1))
+    return int(zs[len(zs) // 2]) if zs.size else gts.shape[0] // 2
+
+
+def plot_case(
+    r: CaseResult, imgs: np.ndarray, gts: np.ndarray, out_dir: Path, boxes: np.ndarray | None = None
+) -> Path:
+    """Middle slice at the first step run (box step when there are boxes) and at the final step."""
+    plt = _pyplot()
+    case_dir = Path(out_dir) / "plots" / "cases"
+    case_dir.mkdir(parents=True, exist_ok=True)
+    z = middle_slice(gts)
+    classes = [int(c) for c in np.unique(gts) if c != 0]
+    cmap = plt.get_cmap("tab20")
+    sp = np.asarray(r.spacing, dtype=float).ravel()
+    aspect = float(sp[1] / sp[0]) if sp.size >= 2 and sp[0] > 0 else 1.0  # stored (x, y, z)
+    first_label = "box step" if r.has_boxes else "click 1 (no boxes)"
+    panels = [
+        (r.first_segs, f"{first_label}: DSC {r.steps[0 if r.has_boxes else 1].dsc:.3f}", False),
+        (r.final_segs, f"final (click 5): DSC {r.dsc_final:.3f} NSD {r.nsd_final:.3f}", True),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
+    for ax, (segs, title, show_clicks) in zip(axes, panels, strict=True):
+        ax.imshow(imgs[z], cmap="gray", aspect=aspect, interpolation="nearest")
+        for k, cls in enumerate(classes):
+            color = cmap(k % 20)
+            g = gts[z] == cls
+            if g.any():
+                ax.contour(g, levels=[0.5], colors=[color], linewidths=1.2)
+            if segs is not None:
+                p = segs[z] == cls
+                if p.any():
+                    ax.contour(p, levels=[0.5], colors=[color], linewidths=1.2, linestyles="dashed")
+        if not show_clicks and boxes is not None:
+            for k, box in enumerate(boxes):
+                if int(box["z_min"]) <= z <= int(box["z_max"]):
+                    x0, y0 = int(box["z_mid_x_min"]), int(box["z_mid_y_min"])
+                    w, h = int(box["z_mid_x_max"]) - x0, int(box["z_mid_y_max"]) - y0
+                    ax.add_patch(plt.Rectangle((x0, y0), w, h, fill=False, ec=cmap(k % 20), lw=0.8, ls=":"))
+        if show_clicks:
+            for k, entry in enumerate(r.clicks):
+                for kind, marker in (("fg", "+"), ("bg", "x")):
+                    for c in entry.get(kind, []):
+                        if int(c[0]) == z:
+                            ax.plot(int(c[2]), int(c[1]), marker, color=cmap(k % 20), ms=10, mew=2)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.suptitle(f"{r.name}  slice z={z}  (GT solid, prediction dashed, + fg / x bg clicks)", fontsize=9)
+    fig.tight_layout()
+    path = case_dir / f"{Path(r.name).stem}.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,259 @@
+"""Local evaluation of a submission folder, the organisers' way (see docs/evaluation.md).
+
+Usage (``bash evaluation/run_local.sh`` passes its arguments here)::
+
+    python -m evaluation.run_local                         # demo cases -> ./eval_out
+    python -m evaluation.run_local IMGS_DIR GTS_DIR [OUT_DIR]   # validation layout
+    python -m evaluation.run_local DIR [OUT_DIR]           # DIR/imgs + DIR/gts
+    python -m evaluation.run_local TRAIN_DIR [- OUT_DIR]   # training files (gts inside)
+    ... [--submission DIR] [--step-timeout S] [--cases GLOB] [--limit N] [--no-plots]
+
+Training-layout files (``gts`` inside the image file) are split first into OUT_DIR/split/imgs
+and OUT_DIR/split/gts (labels relabelled sequentially, boxes by the organisers' rule unless
+``--no-boxes`` or Microscopy), so ``gts`` never reaches predict.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evaluation import report
+from evaluation.protocol import (
+    N_STEPS,
+    CaseResult,
+    StepResult,
+    load_npz,
+    prepare_run_dirs,
+    run_case,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = Path("eval_out")
+
+
+def split_training_files(files: list[Path], out_dir: Path, make_boxes: bool = True, seed: int = 2025) -> Path:
+    """Training-layout files -> out_dir/imgs (no gts) + out_dir/gts; returns out_dir."""
+    from evaluation.demo_cases import challenge_boxes
+    from model.boxes import relabel_sequential
+
+    rng = np.random.default_rng(seed)
+    (out_dir / "imgs").mkdir(parents=True, exist_ok=True)
+    (out_dir / "gts").mkdir(parents=True, exist_ok=True)
+    for path in files:
+        data = load_npz(path)
+        gts = relabel_sequential(data["gts"])
+        img = {"imgs": data["imgs"], "spacing": data["spacing"]}
+        boxes = data.get("boxes")
+        if boxes is None and make_boxes and "microscopy" not in path.name.lower() and gts.max() > 0:
+            boxes = challenge_boxes(gts, rng)
+        if boxes is not None:
+            img["boxes"] = boxes
+        np.savez_compressed(out_dir / "imgs" / path.name, **img)
+        gt = {"gts": gts, "spacing": data["spacing"]}
+        if boxes is not None:
+            gt["boxes"] = boxes
+        np.savez_compressed(out_dir / "gts" / path.name, **gt)
+    return out_dir
+
+
+def _has_key(path: Path, key: str) -> bool:
+    with np.load(path, allow_pickle=True) as f:
+        return key in f.files
+
+
+def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """(imgs_dir, gts_dir, out_dir) from the positional arguments; demo cases when none."""
+    pos = list(args.paths)
+    if len(pos) > 3:
+        raise SystemExit("at most 3 positional arguments: IMGS_DIR GTS_DIR OUT_DIR")
+    out_dir = Path(pos[2]) if len(pos) == 3 else (args.out or DEFAULT_OUT)
+    if not pos:
+        from evaluation.demo_cases import make_demo_cases
+
+        demo = out_dir / "demo"
+        names = make_demo_cases(demo, n=args.demo_n, seed=args.seed)
+        print(f"generated {len(names)} demo cases in {demo}/imgs and {demo}/gts")
+        return demo / "imgs", demo / "gts", out_dir
+    imgs_dir = Path(pos[0])
+    gts_arg = pos[1] if len(pos) >= 2 else None
+    if len(pos) <= 2 and (imgs_dir / "imgs").is_dir() and (imgs_dir / "gts").is_dir():
+        # DIR holding imgs/ and gts/; a second argument is then the OUT_DIR
+        return imgs_dir / "imgs", imgs_dir / "gts", Path(gts_arg) if gts_arg not in (None, "-") else out_dir
+    if not imgs_dir.is_dir():
+        raise SystemExit(f"no such folder: {imgs_dir}")
+    gts_dir = None if gts_arg in (None, "-") else Path(gts_arg)
+    files = sorted(p for p in imgs_dir.iterdir() if p.suffix == ".npz")
+    if not files:
+        raise SystemExit(f"no .npz files in {imgs_dir}")
+    with_gts = [p for p in files if _has_key(p, "gts")]
+    if with_gts:
+        # training layout (or images that carry gts): split so that gts never reaches predict.sh
+        split = split_training_files(files, out_dir / "split", make_boxes=not args.no_boxes, seed=args.seed)
+        print(f"split {len(files)} files with gts inside into {split}/imgs and {split}/gts")
+        if gts_dir is None or not gts_dir.is_dir():
+            return split / "imgs", split / "gts", out_dir
+        return split / "imgs", gts_dir, out_dir
+    if gts_dir is None or not gts_dir.is_dir():
+        raise SystemExit(f"{imgs_dir} holds no gts: give the GTS_DIR as the second argument")
+    return imgs_dir, gts_dir, out_dir
+
+
+def _failed_case(name: str, gts_file: Path, spacing, error: str) -> CaseResult:
+    num_class = 0
+    try:
+        gts = load_npz(gts_file)["gts"]
+        num_class = int((np.unique(gts) != 0).sum())
+    except Exception:  # missing or unreadable gts: the error says so
+        pass
+    r = CaseResult(name=name, num_class=num_class, has_boxes=False, spacing=np.asarray(spacing), error=error)
+    r.steps = [StepResult(step=i + 1) for i in range(N_STEPS)]
+    return r
+
+
+def evaluate(
+    imgs_dir: Path,
+    gts_dir: Path,
+    out_dir: Path,
+    submission: Path,
+    step_timeout: float | None = None,
+    cases: str | None = None,
+    limit: int | None = None,
+    plots: bool = True,
+    save_segs: bool = True,
+    progress: bool = True,
+) -> list[CaseResult]:
+    """Run every case of imgs_dir through the protocol and write the report into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in Path(imgs_dir).iterdir() if p.suffix == ".npz")
+    if cases:
+        names = [n for n in names if fnmatch.fnmatch(n, cases)]
+    if limit:
+        names = names[:limit]
+    if not names:
+        raise SystemExit(f"no cases to evaluate in {imgs_dir}")
+    prepare_run_dirs(out_dir / "run")  # inputs/ and outputs/, cleared once like the official run
+    log_dir = out_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    total_steps = sum(N_STEPS if _has_key(Path(imgs_dir) / n, "boxes") else N_STEPS - 1 for n in names)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, unit="step", desc="evaluating", file=sys.stderr)
+    results: list[CaseResult] = []
+    for name in names:
+        case_file, gts_file = Path(imgs_dir) / name, Path(gts_dir) / name
+        if bar is not None:
+            bar.set_postfix_str(name, refresh=False)
+
+        def on_step(step: StepResult, _name=name) -> None:
+            if bar is not None and step.status != "skipped":
+                bar.update(1)
+                bar.set_postfix_str(
+                    f"{_name} step {step.step} {step.status} DSC {step.dsc:.3f}", refresh=False
+                )
+
+        try:
+            result, all_segs = run_case(
+                case_file,
+                gts_file,
+                out_dir / "run",
+                submission,
+                log_dir=log_dir,
+                step_timeout=step_timeout,
+                on_step=on_step,
+                keep_all_segs=save_segs,
+            )
+        except Exception as exc:
+            spacing = np.ones(3)
+            with contextlib.suppress(Exception):
+                spacing = load_npz(case_file).get("spacing", spacing)
+            result, all_segs = _failed_case(name, gts_file, spacing, f"{type(exc).__name__}: {exc}"), []
+            if bar is not None:
+                bar.write(f"[ERROR] {name}: {result.error}")
+        results.append(result)
+        if save_segs and result.final_segs is not None:
+            seg_dir = out_dir / "segs"
+            seg_dir.mkdir(exist_ok=True)
+            np.savez_compressed(seg_dir / name, segs=result.final_segs, all_segs=np.stack(all_segs))
+        if plots and result.final_segs is not None:
+            try:
+                src, gts = load_npz(case_file), load_npz(gts_file)["gts"]
+                report.plot_case(result, src["imgs"], gts, out_dir, boxes=src.get("boxes"))
+            except Exception as exc:  # a plot must never cost the scores
+                print(f"[warning] plot of {name} failed: {exc}", file=sys.stderr)
+        report.write_metrics_csv(results, out_dir)  # rewritten after every case, as the official
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluation.run_local",
+        description="Score a predict.sh with the organisers' interaction protocol (box + 5 clicks).",
+    )
+    ap.add_argument("paths", nargs="*", help="[IMGS_DIR [GTS_DIR|- [OUT_DIR]]]; none = demo cases")
+    ap.add_argument(
+        "--submission", type=Path, default=REPO_ROOT, help="folder with predict.sh (default: repo)"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="OUT_DIR when not given positionally")
+    ap.add_argument("--step-timeout", type=float, default=None, help="kill a step after S seconds")
+    ap.add_argument("--cases", default=None, help="only case files matching this glob")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N cases")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-save-segs", action="store_true", help="do not keep OUT_DIR/segs/<case>.npz")
+    ap.add_argument("--no-boxes", action="store_true", help="training layout: split without boxes")
+    ap.add_argument("--demo-n", type=int, default=4, help="number of demo cases")
+    ap.add_argument("--seed", type=int, default=2025, help="seed of demo cases / box margins")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    submission = args.submission.resolve()
+    if not (submission / "predict.sh").is_file():
+        raise SystemExit(f"no predict.sh in {submission} (use --submission DIR)")
+    imgs_dir, gts_dir, out_dir = resolve_inputs(args)
+    t0 = time.perf_counter()
+    results = evaluate(
+        imgs_dir,
+        gts_dir,
+        out_dir,
+        submission,
+        step_timeout=args.step_timeout,
+        cases=args.cases,
+        limit=args.limit,
+        plots=not args.no_plots,
+        save_segs=not args.no_save_segs,
+        progress=not args.no_progress,
+    )
+    csv_path = report.write_metrics_csv(results, out_dir)
+    rows = report.summarize(results)
+    summary_path = report.write_summary_csv(rows, out_dir)
+    plot_paths = report.plot_curves(results, out_dir) if not args.no_plots else []
+    print()
+    print(f"submission: {submission}")
+    print(f"{len(results)} cases from {imgs_dir} in {time.perf_counter() - t0:.1f} s")
+    print()
+    print(report.format_summary(rows))
+    for line in report.notes(results):
+        print(f"[note] {line}")
+    print()
+    print(f"per-case metrics: {csv_path}")
+    print(f"summary:          {summary_path}")
+    if plot_paths:
+        print(f"curves:           {out_dir / 'plots'} ({', '.join(p.name for p in plot_paths)})")
+        print(f"case overlays:    {out_dir / 'plots' / 'cases'}")
+    print(f"step logs:        {out_dir / 'logs'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The model configuration: data, stored as JSON next to the weights (weights/model.json).
+
+Everything the network, the ROI logic and the prompt encoding depend on lives here, so that a
+checkpoint carries its own recipe and the code holds no scattered constants.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+CHANNELS = ("image", "prev_mask", "box", "fg_clicks", "bg_clicks", "other_masks")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network, grid, prompt encoding and ROI policy of one checkpoint."""
+
+    channels: tuple[str, ...] = CHANNELS
+    features: tuple[int, ...] = (8, 16, 32, 64, 128)
+    blocks_per_stage: tuple[int, ...] = (1, 1, 2, 2, 2)
+    grid: tuple[int, int, int] = (64, 64, 64)
+    click_radius_mm: float = 3.0
+    box_margin: float = 1.6  # ROI side = margin x object extent (box, clicks, previous mask)
+    min_aspect: float = 0.5  # each ROI side is at least this share of the longest side
+    min_roi_mm: float = 24.0
+    default_roi_mm: float = 96.0  # clicks-only start: nothing tells the object's size yet
+    min_roi_vox: int = 8
+    max_zoom_out: int = 2
+    zoom_factor: float = 1.6
+    threshold: float = 0.5
+    max_batch: int = 8  # classes per forward pass
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from JSON; unknown keys are rejected so a typo never silently becomes a default."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
+        return cls(**{**data, **tuples})
+
+
+@dataclass
+class ModelCard:
+    """What ships beside the checkpoint: the config plus provenance and validation figures."""
+
+    config: ModelConfig
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        payload = {"config": self.config.to_dict(), **self.card}
+        path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ModelCard:
+        payload = json.loads(path.read_text())
+        config = ModelConfig.from_dict(payload.pop("config"))
+        return cls(config=config, card=payload)

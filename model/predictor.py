@@ -1,0 +1,250 @@
+"""One step of one case: prompts -> ROI -> batched network -> fusion, within the time budget.
+
+Every class is recomputed from its whole prompt history (box, all clicks, its prev_pred mask).
+All classes of a case go through the network together, in batches of up to `max_batch` ROIs.
+A class whose prediction touches its ROI border (where the ROI is not the volume's edge) is
+zoomed out and predicted again, a bounded number of times. A class the simulator marked perfect
+at the last step (None in clicks_order) keeps its prev_pred mask: nothing to fix, no risk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.budget import Budget, process_age_s
+from model.case_io import Case
+from model.config import ModelCard, ModelConfig
+from model.encoding import encode
+from model.fusion import ClassProb, fuse
+from model.network import ResEncUNet
+from model.prompts import ClassPrompts, class_prompts
+from model.roi import Roi, choose_roi, grid_to_roi, object_extent, zoom_out
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.pt"
+CARD_FILE = "model.json"
+
+
+class WeightsMissingError(FileNotFoundError):
+    """No trained checkpoint: the predictor never runs random weights."""
+
+
+@dataclass
+class _Job:
+    """One class on its way through the network."""
+
+    prompts: ClassPrompts
+    roi: Roi
+    prob: torch.Tensor | None = None  # on the grid
+    zooms: int = 0
+
+
+def _prev_boxes(prev: np.ndarray | None, n: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Inclusive bounding boxes of labels 1..n in prev_pred, in one pass over the volume."""
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n
+    if prev is None:
+        return out
+    from scipy.ndimage import find_objects
+
+    for k, sl in enumerate(find_objects(prev, max_label=n)):
+        if sl is not None:
+            out[k] = (np.array([s.start for s in sl]), np.array([s.stop - 1 for s in sl]))
+    return out
+
+
+def _presample(crop: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
+    """Stride down axes far larger than the grid before any float copy (huge ROIs stay cheap)."""
+    steps = [max(1, s // (4 * g)) for s, g in zip(crop.shape, grid, strict=True)]
+    return crop[:: steps[0], :: steps[1], :: steps[2]] if max(steps) > 1 else crop
+
+
+class Predictor:
+    """Loads the network once per process and predicts every class of a case."""
+
+    def __init__(
+        self, net: torch.nn.Module, config: ModelConfig, device: str, card: dict | None = None
+    ) -> None:
+        self.net = net.eval()
+        self.config = config
+        self.device = device
+        self.card = card or {}
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.last_timings: dict[str, float] = {}
+
+    @classmethod
+    def from_weights(cls, weights_dir: Path, device: str | None = None) -> Predictor:
+        """Network and config from weights_dir/model.pt + model.json (weights_only, mmap)."""
+        weights_dir = Path(weights_dir)
+        ckpt, card_path = weights_dir / WEIGHTS_FILE, weights_dir / CARD_FILE
+        if not ckpt.is_file() or not card_path.is_file():
+            raise WeightsMissingError(
+                f"no trained weights in {weights_dir} (need {WEIGHTS_FILE} and {CARD_FILE}); "
+                "train with `python -m model.training.train`, then `python -m model.training.export`"
+            )
+        card = ModelCard.load(card_path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        net = ResEncUNet(card.config)
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+        net = net.to(device)
+        if device.startswith("cuda"):
+            net = net.half()
+        return cls(net, card.config, device, card.card)
+
+    # ------------------------------------------------------------------ network passes
+    def _forward(self, jobs: list[_Job], case: Case, grid: tuple[int, int, int]) -> None:
+        """Predict `jobs` in batches; sets job.prob (grid probabilities, on the device)."""
+        cfg = replace(self.config, grid=grid)
+        for a in range(0, len(jobs), cfg.max_batch):
+            batch = jobs[a : a + cfg.max_batch]
+            xs = []
+            for job in batch:
+                sl = job.roi.slices
+                img = torch.from_numpy(np.ascontiguousarray(_presample(case.imgs[sl], grid)))
+                prev = None
+                if case.prev_pred is not None:
+                    prev = torch.from_numpy(np.ascontiguousarray(_presample(case.prev_pred[sl], grid)))
+                xs.append(encode(img, prev, job.prompts, job.roi, case.spacing, cfg))
+            x = torch.stack(xs).to(self.device, self.dtype)
+            with torch.inference_mode():
+                probs = torch.sigmoid(self.net(x)[:, 0].float())
+            for job, p in zip(batch, probs, strict=True):
+                job.prob = p
+
+    def _zoom_candidates(self, jobs: list[_Job]) -> list[_Job]:
+        """Jobs whose mask touches an inner ROI face; their ROI is grown along those axes."""
+        out = []
+        for job in jobs:
+            if job.zooms >= self.config.max_zoom_out or job.prob is None:
+                continue
+            axes = job.roi.touches_border((job.prob > self.config.threshold).cpu().numpy())
+            if axes:
+                job.roi = zoom_out(job.roi, axes, self.config.zoom_factor)
+                job.zooms += 1
+                out.append(job)
+        return out
+
+    # ------------------------------------------------------------------ one case
+    def predict_case(self, case: Case, deadline: float | None = None) -> np.ndarray:
+        """uint8 label map of case.shape; label k+1 is the object of boxes[k] / clicks[k]."""
+        t_start = time.monotonic()
+        n = case.n_classes
+        budget = Budget(n, start=time.monotonic() - process_age_s(), steps=6 if case.boxes else 5)
+        if (
+            deadline is not None
+        ):  # the caller knows when this case started (infer.py: process start for the first)
+            budget.start = deadline - budget.step_s
+        prompts = class_prompts(n, case.boxes, case.clicks)
+        prev_boxes = _prev_boxes(case.prev_pred, n)
+        fixed: list[ClassProb] = []
+        jobs: list[_Job] = []
+        for p, pbox in zip(prompts, prev_boxes, strict=True):
+            order = (
+                case.clicks_order[p.label - 1]
+                if case.clicks_order and p.label - 1 < len(case.clicks_order)
+                else []
+            )
+            if order and order[-1] is None and pbox is not None:
+                fixed.append(self._prev_prob(case, p, pbox))  # perfect last step: keep it
+                continue
+            extent = object_extent(p, pbox)
+            if extent is None:
+                continue  # no box, no click, no previous mask: nothing to segment
+            try:
+                jobs.append(_Job(p, choose_roi(case.shape, case.spacing, extent, self.config)))
+            except Exception as exc:  # noqa: BLE001 - one bad class must not sink the case
+                log.warning("%s: class %d: ROI failed (%s); keeping prev_pred", case.name, p.label, exc)
+                if pbox is not None:
+                    fixed.append(self._prev_prob(case, p, pbox))
+
+        done = self._run_jobs(jobs, case, budget, fixed, prev_boxes)
+        t_net = time.monotonic()
+        probs = fixed + [self._to_native(j) for j in done]
+        segs = fuse(case.shape, probs, threshold=self.config.threshold)
+        t_end = time.monotonic()
+        self.last_timings = {"network": t_net - t_start, "fusion": t_end - t_net}
+        return segs
+
+    def _run_jobs(
+        self, jobs: list[_Job], case: Case, budget: Budget, fixed: list[ClassProb], prev_boxes: list
+    ) -> list[_Job]:
+        """Main passes batch by batch, then zoom-outs, degrading as the budget dictates."""
+        grid = self.config.grid
+        coarse = tuple(max(16, (g * 3 // 4) // 8 * 8) for g in grid)
+        tail_s = 0.1 * case.n_classes + 1.0  # fusion + write, generously
+        queue, done = list(jobs), []
+        sec_per_class, on_coarse = 0.0, False
+        while queue:
+            n_run = len(queue)
+            if sec_per_class:
+                plan = budget.plan(sec_per_class, len(queue), tail_s=tail_s, measured_on_coarse=on_coarse)
+                on_coarse, n_run = plan.coarse_grid, plan.classes_to_run
+            for job in queue[n_run:]:  # out of time: these keep their prev_pred mask
+                pbox = prev_boxes[job.prompts.label - 1]
+                if pbox is not None:
+                    fixed.append(self._prev_prob(case, job.prompts, pbox))
+            queue = queue[:n_run]
+            chunk, queue = queue[: self.config.max_batch], queue[self.config.max_batch :]
+            if not chunk:
+                break
+            t0 = time.monotonic()
+            self._safe_forward(chunk, case, coarse if on_coarse else grid, fixed, prev_boxes)
+            sec_per_class = (time.monotonic() - t0) / len(chunk)
+            done += [j for j in chunk if j.prob is not None]
+        zoom = [] if on_coarse else self._zoom_candidates(done)
+        while zoom:
+            plan = budget.plan(sec_per_class, 0, zoom_outs_left=len(zoom), tail_s=tail_s)
+            if not plan.allow_zoom_out:
+                break
+            self._safe_forward(zoom, case, grid, fixed, prev_boxes)
+            zoom = self._zoom_candidates([j for j in zoom if j.prob is not None])
+        return [j for j in done if j.prob is not None]
+
+    def _safe_forward(
+        self,
+        chunk: list[_Job],
+        case: Case,
+        grid: tuple[int, int, int],
+        fixed: list[ClassProb],
+        prev_boxes: list,
+    ) -> None:
+        """Forward a batch; if it fails, retry class by class and fall back to prev_pred."""
+        try:
+            self._forward(chunk, case, grid)
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s: batched pass failed (%s); retrying class by class", case.name, exc)
+        for job in chunk:
+            try:
+                self._forward([job], case, grid)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s: class %d failed (%s); keeping prev_pred", case.name, job.prompts.label, exc)
+                job.prob = None
+                pbox = prev_boxes[job.prompts.label - 1]
+                if pbox is not None:
+                    fixed.append(self._prev_prob(case, job.prompts, pbox))
+
+    def _to_native(self, job: _Job) -> ClassProb:
+        assert job.prob is not None
+        return ClassProb(
+            label=job.prompts.label,
+            roi=job.roi.slices,
+            prob=grid_to_roi(job.prob.float(), job.roi),
+            fg_clicks=list(job.prompts.fg),
+            box=job.prompts.box,
+        )
+
+    @staticmethod
+    def _prev_prob(case: Case, p: ClassPrompts, pbox: tuple[np.ndarray, np.ndarray]) -> ClassProb:
+        """The class's prev_pred mask as a certain probability inside its bounding box."""
+        assert case.prev_pred is not None
+        sl = tuple(slice(int(a), int(b) + 1) for a, b in zip(pbox[0], pbox[1], strict=True))
+        prob = (case.prev_pred[sl] == p.label).astype(np.float16)
+        return ClassProb(label=p.label, roi=sl, prob=prob, fg_clicks=list(p.fg), box=p.box)  # type: ignore[arg-type]

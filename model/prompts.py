@@ -1,0 +1,56 @@
+"""Per-class prompt history, rebuilt from a case at every step.
+
+Each container start is stateless, so every step recomputes each class from everything known:
+its box, every click so far (None entries in clicks_order are perfect-class markers, not clicks)
+and its label in prev_pred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Point = tuple[int, int, int]
+
+
+@dataclass
+class ClassPrompts:
+    """Everything the user said about one object (label = index + 1)."""
+
+    label: int
+    box: dict[str, int] | None = None
+    fg: list[Point] = field(default_factory=list)
+    bg: list[Point] = field(default_factory=list)
+
+    @property
+    def has_prompt(self) -> bool:
+        return self.box is not None or bool(self.fg)
+
+
+def _unique(points: list[Point]) -> list[Point]:
+    """The simulator repeats a click when an error persists; a repeat adds no information."""
+    seen: dict[Point, None] = {}
+    for p in points:
+        seen.setdefault(tuple(int(v) for v in p), None)  # type: ignore[arg-type]
+    return list(seen)
+
+
+def class_prompts(
+    n_classes: int,
+    boxes: list[dict[str, int]] | None,
+    clicks: list[dict[str, list[Point]]] | None,
+) -> list[ClassPrompts]:
+    """One ClassPrompts per class, in label order; repeats removed, bad entries tolerated."""
+    out = []
+    for k in range(n_classes):
+        box = boxes[k] if boxes is not None and k < len(boxes) else None
+        entry = clicks[k] if clicks is not None and k < len(clicks) else None
+        entry = entry or {}
+        out.append(
+            ClassPrompts(
+                label=k + 1,
+                box=box,
+                fg=_unique(list(entry.get("fg") or [])),
+                bg=_unique(list(entry.get("bg") or [])),
+            )
+        )
+    return out

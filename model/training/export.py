@@ -1,0 +1,66 @@
+"""Export a training checkpoint to weights/: fp16 state dict (model.pt) + JSON card (model.json).
+
+`python -m model.training.export --ckpt runs/cpu/best.pt --out weights --card-extra notes.json`
+The card records the architecture config, channel order, normalisation, training data, steps,
+hardware, wall time, the training command and the validation figures of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from model.config import ModelCard, ModelConfig
+from model.predictor import CARD_FILE, WEIGHTS_FILE
+
+
+def export(ckpt: Path, out: Path, extra: dict | None = None) -> Path:
+    """Write out/model.pt and out/model.json from a training checkpoint; returns the weights path."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    config = ModelConfig.from_dict(state["model_config"])
+    out.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(weights, out / WEIGHTS_FILE)
+    metrics_file = ckpt.parent / "metrics.jsonl"
+    val = []
+    if metrics_file.exists():
+        val = [json.loads(line) for line in metrics_file.read_text().splitlines() if "val_score" in line]
+    card = {
+        "format": "fp16 state_dict of model.network.ResEncUNet; load with torch.load(weights_only=True)",
+        "channel_order": list(config.channels),
+        "normalisation": "image z-scored inside each ROI; prompts as described in model/encoding.py",
+        "output": "one logit per grid voxel; sigmoid > threshold is the object",
+        "parameters": sum(v.numel() for v in weights.values()),
+        "training": {
+            "checkpoint": str(ckpt),
+            "steps": state["step"],
+            "wall_time_s": round(state.get("wall_s", 0.0), 1),
+            "config": state["train_config"],
+            "hardware": f"{platform.machine()} {platform.system()}, torch {torch.__version__}",
+        },
+        "validation_grid_dice_during_training": val[-5:],
+        **(extra or {}),
+    }
+    ModelCard(config=config, card=card).save(out / CARD_FILE)
+    return out / WEIGHTS_FILE
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="export a checkpoint to the shipped weights folder")
+    parser.add_argument("--ckpt", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("weights"))
+    parser.add_argument(
+        "--card-extra", type=Path, help="JSON merged into the card (command, hardware, metrics)"
+    )
+    args = parser.parse_args(argv)
+    extra = json.loads(args.card_extra.read_text()) if args.card_extra else None
+    path = export(args.ckpt, args.out, extra)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {args.out / CARD_FILE}")
+
+
+if __name__ == "__main__":
+    main()

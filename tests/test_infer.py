@@ -1,0 +1,323 @@
+"""infer.py, the container's CLI, with a fake predictor injected (and the real one for missing weights)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import infer
+from model.case_io import BOX_KEYS, Case
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (5, 8, 9)
+
+
+class FakePredictor:
+    """Labels each class's box prism (or a cube at its first fg click); can be told to fail."""
+
+    device = "cpu"
+
+    def __init__(self, fail_on=(), wrong_shape_on=()):
+        self.fail_on = set(fail_on)
+        self.wrong_shape_on = set(wrong_shape_on)
+        self.calls: list[tuple[str, float | None]] = []
+
+    def predict_case(self, case: Case, deadline: float | None = None) -> np.ndarray:
+        self.calls.append((case.name, deadline))
+        if case.name in self.fail_on:
+            raise RuntimeError("simulated model failure")
+        if case.name in self.wrong_shape_on:
+            return np.zeros((1, 1, 1), np.uint8)
+        segs = np.zeros(case.imgs.shape, np.uint8)
+        for k in range(case.n_classes):
+            if case.boxes:
+                b = case.boxes[k]
+                segs[
+                    b["z_min"] : b["z_max"] + 1,
+                    b["z_mid_y_min"] : b["z_mid_y_max"] + 1,
+                    b["z_mid_x_min"] : b["z_mid_x_max"] + 1,
+                ] = k + 1
+            else:
+                z, y, x = case.clicks[k]["fg"][0]
+                segs[z, max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2] = k + 1
+        return segs
+
+
+def _factory(pred):
+    def make(weights_dir, device):
+        return pred
+
+    return make
+
+
+def _box(z0, z1, y0, y1, x0, x1):
+    vals = dict(
+        z_min=z0,
+        z_max=z1,
+        z_mid=(z0 + z1) // 2,
+        z_mid_x_min=x0,
+        z_mid_y_min=y0,
+        z_mid_x_max=x1,
+        z_mid_y_max=y1,
+    )
+    return {k: np.int64(vals[k]) for k in BOX_KEYS}
+
+
+def _box_case(path: Path, n: int = 2) -> Path:
+    boxes = [_box(0, 2, 0, 3, 0, 3), _box(2, 4, 4, 7, 5, 8), _box(1, 3, 1, 5, 1, 5)][:n]
+    np.savez_compressed(path, imgs=np.full(SHAPE, 100, np.uint8), spacing=[1.0, 1.0, 2.0], boxes=boxes)
+    return path
+
+
+def _click_case(path: Path, prev_value: int = 1) -> Path:
+    prev = np.zeros(SHAPE, np.uint8)
+    prev[1, 1, 1] = prev_value
+    np.savez_compressed(
+        path,
+        imgs=np.full(SHAPE, 7.5, np.float32),
+        spacing=[1.0, 1.0, 1.0],
+        clicks=[{"fg": [[2, 4, 4]], "bg": []}],
+        clicks_order=[["fg", None]],
+        prev_pred=prev,
+    )
+    return path
+
+
+def _dirs(tmp_path):
+    inp, out = tmp_path / "inputs", tmp_path / "outputs"
+    inp.mkdir()
+    return inp, out
+
+
+def _run(inp, out, pred, caplog, *extra):
+    with caplog.at_level(logging.INFO, logger="infer"):
+        return infer.main(["--input-dir", str(inp), "--output-dir", str(out), *extra], _factory(pred))
+
+
+def _segs(path: Path) -> np.ndarray:
+    with np.load(path) as f:
+        assert f.files == ["segs"]
+        return f["segs"]
+
+
+def _info_lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "infer" and r.levelno == logging.INFO]
+
+
+def test_every_case_gets_an_output(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "CT_a.npz", n=2)
+    _box_case(inp / "CT_b.npz", n=3)
+    _click_case(inp / "MR_c.npz")
+    (inp / "notes.txt").write_text("not a case")
+    pred = FakePredictor()
+    assert _run(inp, out, pred, caplog) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["CT_a.npz", "CT_b.npz", "MR_c.npz"]
+    for name, n in (("CT_a", 2), ("CT_b", 3), ("MR_c", 1)):
+        segs = _segs(out / f"{name}.npz")
+        assert segs.shape == SHAPE and segs.dtype == np.uint8
+        assert set(np.unique(segs)) == set(range(n + 1))
+    assert [c[0] for c in pred.calls] == ["CT_a", "CT_b", "MR_c"]  # sorted
+    lines = _info_lines(caplog)
+    assert len(lines) == 3  # exactly one INFO line per case
+    assert lines[0].startswith("CT_a classes=2 step=box seconds=") and "device=cpu" in lines[0]
+    assert lines[2].startswith("MR_c classes=1 step=click 2 seconds=")
+
+
+def test_deadline_is_90s_per_class_over_6_runs(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "a.npz", n=3)
+    _box_case(inp / "b.npz", n=2)
+    pred = FakePredictor()
+    t0 = time.monotonic()
+    assert _run(inp, out, pred, caplog) == 0
+    t1 = time.monotonic()
+    (_, d_a), (_, d_b) = pred.calls
+    # first case: counted from process start (imports + model load included), so at most 45 s after now
+    assert d_a <= t0 + 45.0 + 1e-6 and d_a >= infer._PROCESS_START + 45.0 - 1e-6
+    assert t0 + 30.0 - 1e-6 <= d_b <= t1 + 30.0
+
+
+def test_bad_case_is_logged_and_the_others_still_run(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "a_good.npz")
+    (inp / "b_truncated.npz").write_bytes(_box_case(tmp_path / "x.npz").read_bytes()[:100])
+    np.savez_compressed(inp / "c_noimgs.npz", spacing=[1, 1, 1], boxes=[_box(0, 1, 0, 1, 0, 1)])
+    np.savez_compressed(inp / "d_2d.npz", imgs=np.zeros((4, 4)), boxes=[_box(0, 1, 0, 1, 0, 1)])
+    _click_case(inp / "e_good.npz")
+    pred = FakePredictor()
+    assert _run(inp, out, pred, caplog) == 1  # non-zero, after all cases ran
+    assert [c[0] for c in pred.calls] == ["a_good", "e_good"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_good.npz", "e_good.npz"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    for name, word in (("b_truncated.npz", "<file>"), ("c_noimgs.npz", "imgs"), ("d_2d.npz", "3 dimensions")):
+        assert any(name in e and word in e for e in errors), (name, errors)
+    assert len(_info_lines(caplog)) == 5
+    assert "3 of 5 case(s) failed" in caplog.text
+
+
+def test_nan_case_still_gets_a_zero_output_of_the_right_shape(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    imgs = np.zeros(SHAPE, np.float32)
+    imgs[0, 0, 0] = np.nan
+    np.savez_compressed(inp / "nan.npz", imgs=imgs, spacing=[1, 1, 1], boxes=[_box(0, 1, 0, 1, 0, 1)])
+    assert _run(inp, out, FakePredictor(), caplog) == 1
+    segs = _segs(out / "nan.npz")
+    assert segs.shape == SHAPE and segs.dtype == np.uint8 and not segs.any()
+    assert "NaN" in caplog.text
+
+
+def test_whole_case_failure_writes_prev_pred_fallback(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    _click_case(inp / "MR_c.npz")
+    _box_case(inp / "CT_box.npz")
+    _click_case(inp / "MR_shape.npz")
+    pred = FakePredictor(fail_on={"MR_c", "CT_box"}, wrong_shape_on={"MR_shape"})
+    assert _run(inp, out, pred, caplog) == 1
+    expected = np.zeros(SHAPE, np.uint8)
+    expected[1, 1, 1] = 1
+    assert np.array_equal(_segs(out / "MR_c.npz"), expected)  # prev_pred
+    assert np.array_equal(_segs(out / "MR_shape.npz"), expected)  # wrong shape is a failure too
+    assert not _segs(out / "CT_box.npz").any()  # box step has no prev_pred: zeros
+    assert "simulated model failure" in caplog.text
+    assert sum("status=fallback" in line for line in _info_lines(caplog)) == 3
+
+
+def test_stale_output_of_an_earlier_step_is_replaced(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    out.mkdir()
+    _box_case(inp / "a.npz")
+    (out / "a.npz").write_bytes(b"stale")
+    (out / "other_case.npz").write_bytes(b"earlier case: untouched")
+    (inp / "b.npz").write_bytes(b"garbage")
+    (out / "b.npz").write_bytes(b"stale output of an unreadable case")
+    assert _run(inp, out, FakePredictor(), caplog) == 1
+    assert _segs(out / "a.npz").shape == SHAPE
+    assert not (out / "b.npz").exists()  # removed: no stale file for the evaluator to re-score
+    assert (out / "other_case.npz").read_bytes() == b"earlier case: untouched"
+
+
+def test_labels_beyond_the_classes_are_removed(tmp_path, caplog):
+    class TooMany(FakePredictor):
+        def predict_case(self, case, deadline=None):
+            return np.full(case.imgs.shape, 5, np.int64)
+
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "a.npz", n=2)
+    assert _run(inp, out, TooMany(), caplog) == 0
+    segs = _segs(out / "a.npz")
+    assert segs.dtype == np.uint8 and not segs.any()
+
+
+def test_environment_defaults(tmp_path, monkeypatch, caplog):
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "a.npz")
+    monkeypatch.setenv("INPUT_DIR", str(inp))
+    monkeypatch.setenv("OUTPUT_DIR", str(out))
+    monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path / "w"))
+    seen = {}
+
+    def make(weights_dir, device):
+        seen["w"], seen["d"] = weights_dir, device
+        return FakePredictor()
+
+    assert infer.main([], make) == 0
+    assert (out / "a.npz").exists()
+    assert seen == {"w": tmp_path / "w", "d": None}
+    args = infer.parse_args(["--device", "cpu", "--input-dir", "/x"])
+    assert args.device == "cpu" and args.input_dir == Path("/x") and args.output_dir == out
+
+
+def test_builtin_defaults(monkeypatch):
+    for var in ("INPUT_DIR", "OUTPUT_DIR", "WEIGHTS_DIR", "DEVICE"):
+        monkeypatch.delenv(var, raising=False)
+    args = infer.parse_args([])
+    assert args.input_dir == Path("/workspace/inputs")
+    assert args.output_dir == Path("/workspace/outputs")
+    assert args.weights_dir == REPO / "weights"
+    assert args.device is None
+
+
+def test_missing_input_dir_and_empty_input_dir(tmp_path, caplog):
+    pred = FakePredictor()
+    assert _run(tmp_path / "nope", tmp_path / "out", pred, caplog) == 2
+    (tmp_path / "empty").mkdir()
+    assert _run(tmp_path / "empty", tmp_path / "out", pred, caplog) == 0
+    assert pred.calls == []
+
+
+def test_setup_error_stops_before_any_case(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "a.npz")
+
+    def make(weights_dir, device):
+        raise infer.SetupError(f"no trained weights in {weights_dir}")
+
+    with caplog.at_level(logging.INFO, logger="infer"):
+        rc = infer.main(["--input-dir", str(inp), "--output-dir", str(out)], make)
+    assert rc == 2
+    assert "no trained weights" in caplog.text
+    assert not (out / "a.npz").exists()
+
+
+def test_import_is_light():
+    code = "import sys, infer; bad = [m for m in ('torch', 'scipy', 'cupy') if m in sys.modules]; print(bad)"
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("model.predictor") is None,
+    reason="model/predictor.py (the real Predictor) is not in the tree yet",
+)
+def test_missing_weights_real_predictor_clear_message(tmp_path):
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "a.npz")
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    env = {**os.environ, "INPUT_DIR": str(inp), "OUTPUT_DIR": str(out), "WEIGHTS_DIR": str(empty)}
+    res = subprocess.run(
+        [sys.executable, str(REPO / "infer.py"), "--device", "cpu"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stderr
+    assert "weights" in res.stderr.lower() and str(empty) in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (out / "a.npz").exists()  # random weights never ran
+
+
+def test_load_predictor_maps_weights_missing_to_a_clear_setup_error(tmp_path, monkeypatch, caplog):
+    """The real code path of load_predictor, with a stand-in model.predictor module."""
+    import types
+
+    class WeightsMissingError(FileNotFoundError):
+        pass
+
+    class Predictor:
+        @classmethod
+        def from_weights(cls, weights_dir, device=None):
+            raise WeightsMissingError(f"no checkpoint in {weights_dir}")
+
+    fake = types.ModuleType("model.predictor")
+    fake.Predictor, fake.WeightsMissingError = Predictor, WeightsMissingError
+    monkeypatch.setitem(sys.modules, "model.predictor", fake)
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "a.npz")
+    with caplog.at_level(logging.INFO, logger="infer"):
+        rc = infer.main(["--input-dir", str(inp), "--output-dir", str(out), "--weights-dir", str(tmp_path)])
+    assert rc == 2
+    assert "no trained weights" in caplog.text and "random weights are never used" in caplog.text
+    assert not (out / "a.npz").exists()
