@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.budget import Budget, process_age_s
+from model.budget import Budget
 from model.case_io import Case
 from model.config import ModelCard, ModelConfig
 from model.encoding import encode
@@ -136,14 +136,15 @@ class Predictor:
         """uint8 label map of case.shape; label k+1 is the object of boxes[k] / clicks[k]."""
         t_start = time.monotonic()
         n = case.n_classes
-        budget = Budget(n, start=time.monotonic() - process_age_s(), steps=6 if case.boxes else 5)
-        if (
-            deadline is not None
-        ):  # the caller knows when this case started (infer.py: process start for the first)
+        # infer.py passes the deadline (counted from the process start for its first case);
+        # without one the budget starts now, e.g. in a long-lived session
+        budget = Budget(n, steps=6 if case.boxes else 5)
+        if deadline is not None:
             budget.start = deadline - budget.step_s
         prompts = class_prompts(n, case.boxes, case.clicks)
         prev_boxes = _prev_boxes(case.prev_pred, n)
         fixed: list[ClassProb] = []
+        perfect: list[ClassProb] = []
         jobs: list[_Job] = []
         for p, pbox in zip(prompts, prev_boxes, strict=True):
             order = (
@@ -153,6 +154,7 @@ class Predictor:
             )
             if order and order[-1] is None and pbox is not None:
                 fixed.append(self._prev_prob(case, p, pbox))  # perfect last step: keep it
+                perfect.append(fixed[-1])
                 continue
             extent = object_extent(p, pbox)
             if extent is None:
@@ -168,6 +170,11 @@ class Predictor:
         t_net = time.monotonic()
         probs = fixed + [self._to_native(j) for j in done]
         segs = fuse(case.shape, probs, threshold=self.config.threshold)
+        # A perfect class keeps its mask exactly: fusion's clean-up would drop its components that
+        # carry no click or box rectangle, and a lower label whose fp16 probability is 1.0 wins a tie.
+        for c in perfect:
+            view = segs[c.roi]
+            view[case.prev_pred[c.roi] == c.label] = c.label  # type: ignore[index]
         t_end = time.monotonic()
         self.last_timings = {"network": t_net - t_start, "fusion": t_end - t_net}
         return segs

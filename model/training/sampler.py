@@ -100,15 +100,20 @@ def make_sample(
     grid_prompts = ClassPrompts(
         label=1,
         box=_grid_box(prompts.box, roi, grid) if prompts.box else None,
-        fg=[
-            tuple(
-                int(v) for v in np.clip(np.round(roi.to_grid(np.array([p]), grid)[0]), 0, np.array(grid) - 1)
-            )
-            for p in prompts.fg
-        ],
+        fg=[_grid_click(p, roi, grid, target) for p in prompts.fg],
     )
     gsp = tuple(float(v) for v in roi.grid_spacing(spacing, grid))  # type: ignore[arg-type]
     return Sample(image=image, target=target, others=others, prompts=grid_prompts, spacing=gsp)
+
+
+def _grid_click(point, roi: Roi, grid: tuple[int, int, int], target: np.ndarray) -> tuple[int, int, int]:
+    """A foreground click mapped to the grid, on the grid target: rounding and the 0.5 threshold of
+    the resampled target can put a thin object's click one voxel off it; take the nearest target voxel."""
+    g = np.clip(np.round(roi.to_grid(np.array([point]), grid)[0]), 0, np.array(grid) - 1).astype(int)
+    if not target[tuple(g)]:
+        on = np.argwhere(target)
+        g = on[int(np.argmin(((on - g) ** 2).sum(axis=1)))]
+    return tuple(int(v) for v in g)  # type: ignore[return-value]
 
 
 def _shift(roi: Roi, delta: np.ndarray) -> Roi:
@@ -143,11 +148,9 @@ def next_click(
     if r < p_official + 0.5 * (1 - p_official):
         choice = int(rng.choice(idx))
     else:  # near the edge: error voxels with a non-error 6-neighbour
-        e = error
-        inner = e.copy()
-        for ax in range(3):
-            inner &= np.roll(e, 1, ax) & np.roll(e, -1, ax)
-        edge = np.flatnonzero(e & ~inner)
+        from scipy.ndimage import binary_erosion
+
+        edge = np.flatnonzero(error & ~binary_erosion(error, border_value=0))
         choice = int(rng.choice(edge if edge.size else idx))
     z, y, x = np.unravel_index(choice, error.shape)
     point = (int(z), int(y), int(x))

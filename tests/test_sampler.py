@@ -1,0 +1,137 @@
+"""Tests of model.training.sampler: training samples on the grid and the corrective click policies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import ModelConfig
+from model.synthetic import synth_case
+from model.training.data import Volume
+from model.training.sampler import make_sample, next_click
+
+CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
+G = CFG.grid
+
+
+@pytest.fixture(scope="module")
+def volumes() -> list[Volume]:
+    out = []
+    for seed in range(3):
+        imgs, labels, sp = synth_case(np.random.default_rng(seed), (24, 32, 32), 3)
+        out.append(Volume(f"v{seed}", imgs, labels, tuple(float(v) for v in sp[::-1])))  # type: ignore[arg-type]
+    return out
+
+
+def _samples(volumes, p_box, n, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(20 * n):
+        s = make_sample(volumes[i % len(volumes)], rng, CFG, p_box=p_box)
+        if s is not None:
+            out.append(s)
+        if len(out) == n:
+            break
+    assert len(out) == n
+    return out
+
+
+def test_box_sample_on_the_grid(volumes) -> None:
+    for s in _samples(volumes, p_box=1.0, n=12):
+        assert isinstance(s.image, torch.Tensor) and tuple(s.image.shape) == G
+        assert s.image.min().item() >= 0.0 and s.image.max().item() <= 255.0  # raw intensities
+        assert s.target.shape == G and s.target.dtype == bool and s.target.any()
+        assert s.others.shape == G and s.others.dtype == bool
+        assert not (s.others & s.target).any()
+        assert s.prompts.label == 1 and s.prompts.fg == [] and s.prompts.bg == []
+        b = s.prompts.box
+        assert b is not None
+        assert 0 <= b["z_min"] <= b["z_mid"] <= b["z_max"] <= G[0] - 1
+        assert 0 <= b["z_mid_y_min"] <= b["z_mid_y_max"] <= G[1] - 1
+        assert 0 <= b["z_mid_x_min"] <= b["z_mid_x_max"] <= G[2] - 1
+        # the box's z range is the object's exact z range: the grid target lies within it (+-1 rounding)
+        zs = np.flatnonzero(s.target.any(axis=(1, 2)))
+        assert b["z_min"] - 1 <= zs[0] and zs[-1] <= b["z_max"] + 1
+        assert len(s.spacing) == 3 and all(v > 0 for v in s.spacing)
+
+
+def test_click_only_sample_has_one_fg_click_on_target(volumes) -> None:
+    for s in _samples(volumes, p_box=0.0, n=40, seed=1):
+        assert s.prompts.box is None
+        assert s.prompts.bg == []
+        assert len(s.prompts.fg) == 1
+        p = s.prompts.fg[0]
+        assert all(0 <= v < g for v, g in zip(p, G, strict=True))
+        assert s.target[p], p
+
+
+def test_no_objects_gives_none() -> None:
+    vol = Volume("empty", np.zeros((8, 8, 8), np.uint8), np.zeros((8, 8, 8), np.uint8), (1.0, 1.0, 1.0))
+    assert make_sample(vol, np.random.default_rng(0), CFG) is None
+
+
+# ------------------------------------------------------------------------------------ next_click
+
+
+def _blocks():
+    target = np.zeros(G, bool)
+    target[2:14, 2:14, 2:14] = True
+    missed = np.zeros(G, bool)
+    missed[2:9, 2:9, 2:9] = True  # 7^3 missed corner, deepest voxel (5, 5, 5)
+    fp = np.zeros(G, bool)
+    fp[14:16, 0:16, 0:16] = True  # a false-positive slab outside the target, depth 1 everywhere
+    return target, missed, fp
+
+
+@pytest.mark.parametrize("p_official", [1.0, 0.0])
+def test_next_click_none_for_perfect_prediction(p_official) -> None:
+    target, _, _ = _blocks()
+    for seed in range(5):
+        assert next_click(target.copy(), target, np.random.default_rng(seed), p_official) is None
+    empty = np.zeros(G, bool)
+    assert next_click(empty, empty, np.random.default_rng(0), p_official) is None
+
+
+def test_next_click_official_missed_region() -> None:
+    target, missed, _ = _blocks()
+    pred = target & ~missed
+    assert next_click(pred, target, np.random.default_rng(0), 1.0) == ("fg", (5, 5, 5))
+
+
+def test_next_click_official_false_positive() -> None:
+    target = np.zeros(G, bool)
+    target[2:6, 2:6, 2:6] = True
+    fp = np.zeros(G, bool)
+    fp[9:14, 9:14, 9:14] = True  # 5^3, deepest voxel (11, 11, 11)
+    assert next_click(target | fp, target, np.random.default_rng(0), 1.0) == ("bg", (11, 11, 11))
+
+
+def test_next_click_official_takes_largest_error_component() -> None:
+    target, missed, _ = _blocks()
+    fp = np.zeros(G, bool)
+    fp[14:16, 0:2, 0:2] = True  # 8 voxels, far smaller than the 343 missed ones
+    kind, p = next_click((target & ~missed) | fp, target, np.random.default_rng(0), 1.0)
+    assert kind == "fg" and missed[p]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_next_click_random_policies(seed) -> None:
+    target, missed, fp = _blocks()
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        kind, p = next_click(target & ~missed, target, rng, 0.0)  # only missed voxels
+        assert kind == "fg" and missed[p]
+        kind, p = next_click(target | fp, target, rng, 0.0)  # only false positives
+        assert kind == "bg" and fp[p]
+        kind, p = next_click((target & ~missed) | fp, target, rng, 0.0)  # both: kind matches the region
+        assert (kind == "fg" and missed[p]) or (kind == "bg" and fp[p])
+
+
+def test_next_click_random_policies_vary() -> None:
+    target, missed, _ = _blocks()
+    pred = target & ~missed
+    clicks = {next_click(pred, target, np.random.default_rng(s), 0.0)[1] for s in range(20)}
+    assert len(clicks) > 5  # not always the deepest voxel
+    official = {next_click(pred, target, np.random.default_rng(s), 1.0)[1] for s in range(5)}
+    assert official == {(5, 5, 5)}  # deterministic, whatever the rng

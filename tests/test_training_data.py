@@ -1,0 +1,114 @@
+"""Tests of model.training.data: the training reader on a fake official tree (issue 4), including a case
+with non-sequential labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.training.data import Volume, find_cases, load_volume, split_cases
+
+
+def _write(path, imgs, gts, spacing=None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"imgs": imgs, "gts": gts}
+    if spacing is not None:
+        arrays["spacing"] = np.asarray(spacing)
+    np.savez_compressed(path, **arrays)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """<root>/CT/CT_Dataset/CT_Dataset_00{1,2}.npz, <root>/MR/MR_X/MR_X_007.npz, a flat folder."""
+    root = tmp_path / "official"
+    rng = np.random.default_rng(0)
+    shape = (4, 6, 8)
+    gts = np.zeros(shape, np.int32)
+    gts[0:2, 0:3, 0:4] = 5
+    gts[2:4, 3:6, 4:8] = 9
+    gts[3, 0, 0] = 5
+    _write(
+        root / "CT" / "CT_Dataset" / "CT_Dataset_001.npz",
+        rng.integers(0, 256, shape, dtype=np.uint8),
+        gts,
+        [0.8, 0.7, 2.5],
+    )
+    gts2 = np.zeros(shape, np.uint8)
+    gts2[1, 1, 1] = 1
+    _write(
+        root / "CT" / "CT_Dataset" / "CT_Dataset_002.npz", np.zeros(shape, np.uint8), gts2, [1.0, 1.0, 1.0]
+    )
+    mr_img = np.linspace(-50, 400, np.prod(shape)).reshape(shape).astype(np.float32)
+    gts3 = np.zeros(shape, np.uint16)
+    gts3[:, :2] = 300
+    _write(root / "MR" / "MR_X" / "MR_X_007.npz", mr_img, gts3, [0.6, 0.5, 4.0])
+    flat = tmp_path / "flat"
+    _write(flat / "PET_Flat_003.npz", np.ones(shape, np.uint8), gts2, [2.0, 2.0, 3.0])
+    (root / "CT" / "CT_Dataset" / "notes.txt").write_text("not a case")
+    return root, flat
+
+
+def test_find_cases_nested_and_flat(tree) -> None:
+    root, flat = tree
+    files = find_cases([root, flat])
+    assert [f.name for f in files] == [
+        "CT_Dataset_001.npz",
+        "CT_Dataset_002.npz",
+        "MR_X_007.npz",
+        "PET_Flat_003.npz",
+    ]
+    assert files[2].parent.name == "MR_X" and files[2].parent.parent.name == "MR"
+    assert find_cases([flat]) == [flat / "PET_Flat_003.npz"]
+    assert find_cases([]) == []
+
+
+def test_load_volume_relabels_and_reverses_spacing(tree) -> None:
+    root, _ = tree
+    vol = load_volume(root / "CT" / "CT_Dataset" / "CT_Dataset_001.npz")
+    assert isinstance(vol, Volume)
+    assert vol.name == "CT_Dataset_001"
+    assert vol.spacing == (2.5, 0.7, 0.8)  # stored x,y,z -> z,y,x
+    assert vol.gts.shape == vol.imgs.shape == (4, 6, 8)
+    assert np.array_equal(np.unique(vol.gts), [0, 1, 2])  # 5 -> 1, 9 -> 2
+    assert vol.n_classes == 2
+    expected = np.zeros((4, 6, 8), np.uint8)
+    expected[0:2, 0:3, 0:4] = 1
+    expected[2:4, 3:6, 4:8] = 2
+    expected[3, 0, 0] = 1
+    np.testing.assert_array_equal(vol.gts, expected)
+    assert vol.imgs.dtype == np.uint8
+
+
+def test_load_volume_float_image_clipped_and_single_label(tree) -> None:
+    root, _ = tree
+    vol = load_volume(root / "MR" / "MR_X" / "MR_X_007.npz")
+    assert vol.imgs.dtype == np.uint8
+    assert vol.imgs.min() == 0 and vol.imgs.max() == 255  # -50..400 clipped to 0..255
+    assert vol.spacing == (4.0, 0.5, 0.6)
+    assert vol.n_classes == 1 and vol.gts[0, 0, 0] == 1 and vol.gts[0, 5, 0] == 0
+
+
+def test_load_volume_missing_or_bad_spacing_and_shape_mismatch(tmp_path) -> None:
+    shape = (2, 3, 4)
+    _write(tmp_path / "a.npz", np.zeros(shape, np.uint8), np.ones(shape, np.uint8))
+    assert load_volume(tmp_path / "a.npz").spacing == (1.0, 1.0, 1.0)
+    _write(tmp_path / "b.npz", np.zeros(shape, np.uint8), np.ones(shape, np.uint8), [0.5, np.nan, -1.0])
+    assert load_volume(tmp_path / "b.npz").spacing == (1.0, 1.0, 0.5)
+    _write(tmp_path / "c.npz", np.zeros(shape, np.uint8), np.ones((2, 3, 5), np.uint8), [1, 1, 1])
+    with pytest.raises(ValueError, match="c.npz"):
+        load_volume(tmp_path / "c.npz")
+
+
+def test_split_cases(tree, tmp_path) -> None:
+    root, flat = tree
+    files = find_cases([root, flat])
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"about": "x", "val_substrings": ["MR_X_", "Dataset_002"]}))
+    train, val = split_cases(files, split)
+    assert [f.name for f in train] == ["CT_Dataset_001.npz", "PET_Flat_003.npz"]
+    assert [f.name for f in val] == ["CT_Dataset_002.npz", "MR_X_007.npz"]
+    split.write_text(json.dumps({"val_substrings": []}))
+    train, val = split_cases(files, split)
+    assert train == files and val == []
