@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.floor_only:  # the floor's torch import is timed apart, as `python -c "import torch"`
             import torch
+
             from model.predictor import Predictor
         t["imports"] = time.perf_counter() - t0
 
