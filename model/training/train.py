@@ -316,7 +316,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         if step % cfg.ckpt_every == 0:
             save(last)
     if rank == 0:
-        if step % cfg.val_every != 0:
+        if not (step % cfg.val_every == 0 or step == cfg.steps):  # not validated in the loop
             record = {
                 "step": step,
                 "wall_s": round(time.time() - t0, 1),
