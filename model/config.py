@@ -23,6 +23,7 @@ class ModelConfig:
     blocks_per_stage: tuple[int, ...] = (1, 1, 2, 2, 2)
     grid: tuple[int, int, int] = (64, 64, 64)
     click_radius_mm: float = 3.0
+    click_min_grid_radius: float = 0.75  # in grid voxels (coarsest axis): a click never vanishes
     box_margin: float = 1.6  # ROI side = margin x object extent (box, clicks, previous mask)
     min_aspect: float = 0.5  # each ROI side is at least this share of the longest side
     min_roi_mm: float = 24.0

@@ -61,8 +61,10 @@ def click_channel(
     spacing: tuple[float, float, float],
     grid: tuple[int, int, int],
     radius_mm: float,
+    min_grid_radius: float = 0.75,
 ) -> np.ndarray:
-    """Balls of radius_mm (at least one grid voxel) around the clicks that fall inside the ROI."""
+    """Balls of radius_mm, but at least min_grid_radius voxels of the coarsest grid axis, around
+    the clicks that fall inside the ROI."""
     out = np.zeros(grid, np.float32)
     if not points:
         return out
@@ -72,7 +74,7 @@ def click_channel(
         return out
     g = roi.to_grid(pts[inside], grid)
     gsp = roi.grid_spacing(spacing, grid)
-    radius = max(radius_mm, float(gsp.max()) * 0.75)
+    radius = max(radius_mm, float(gsp.max()) * min_grid_radius)
     zz, yy, xx = (np.arange(n, dtype=np.float32) for n in grid)
     for c in g:
         d2 = (
@@ -108,9 +110,9 @@ def encode(
         chans["prev_mask"] = chans["other_masks"] = torch.zeros(grid)
     chans["box"] = torch.from_numpy(box_channel(roi, prompts.box, grid))
     chans["fg_clicks"] = torch.from_numpy(
-        click_channel(roi, prompts.fg, spacing, grid, config.click_radius_mm)
+        click_channel(roi, prompts.fg, spacing, grid, config.click_radius_mm, config.click_min_grid_radius)
     )
     chans["bg_clicks"] = torch.from_numpy(
-        click_channel(roi, prompts.bg, spacing, grid, config.click_radius_mm)
+        click_channel(roi, prompts.bg, spacing, grid, config.click_radius_mm, config.click_min_grid_radius)
     )
     return torch.stack([chans[name] for name in config.channels])

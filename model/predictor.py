@@ -65,6 +65,28 @@ def _presample(crop: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
     return crop[:: steps[0], :: steps[1], :: steps[2]] if max(steps) > 1 else crop
 
 
+def apply_box_facts(prob: torch.Tensor, roi: Roi, box: dict[str, int]) -> None:
+    """Zero what the organisers' box rules out, in place (ROI-shaped native probabilities).
+
+    Two facts hold by the box's construction: the object lies only on slices z_min..z_max (the
+    z range is exact), and on slice z_mid it lies inside the x/y rectangle (the rectangle is its
+    tight extent there, widened). Nothing else about the box is certain.
+    """
+    z0, z1 = roi.lo[0], roi.hi[0]
+    lo, hi = int(box["z_min"]) - z0, int(box["z_max"]) - z0 + 1
+    if lo > 0:
+        prob[: min(lo, prob.shape[0])] = 0
+    if hi < prob.shape[0]:
+        prob[max(hi, 0) :] = 0
+    zm = int(box["z_mid"]) - z0
+    if 0 <= zm < z1 - z0:
+        keep = torch.zeros_like(prob[zm], dtype=torch.bool)
+        y0, y1 = int(box["z_mid_y_min"]) - roi.lo[1], int(box["z_mid_y_max"]) - roi.lo[1] + 1
+        x0, x1 = int(box["z_mid_x_min"]) - roi.lo[2], int(box["z_mid_x_max"]) - roi.lo[2] + 1
+        keep[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+        prob[zm][~keep] = 0
+
+
 class Predictor:
     """Loads the network once per process and predicts every class of a case."""
 
@@ -240,10 +262,13 @@ class Predictor:
 
     def _to_native(self, job: _Job) -> ClassProb:
         assert job.prob is not None
+        prob = grid_to_roi(job.prob.float(), job.roi)
+        if job.prompts.box is not None:
+            apply_box_facts(prob, job.roi, job.prompts.box)
         return ClassProb(
             label=job.prompts.label,
             roi=job.roi.slices,
-            prob=grid_to_roi(job.prob.float(), job.roi),
+            prob=prob,
             fg_clicks=list(job.prompts.fg),
             box=job.prompts.box,
         )

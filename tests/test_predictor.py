@@ -251,6 +251,18 @@ def _zoom_case():
     return _case(imgs, (1.0, 1.0, 1.0), boxes=[box]), box
 
 
+def _box_facts(mask: np.ndarray, box: dict) -> np.ndarray:
+    """What the box rules out, by hand: slices outside z_min..z_max, and on z_mid the voxels
+    outside the x/y rectangle."""
+    out = mask.copy()
+    out[: box["z_min"]] = False
+    out[box["z_max"] + 1 :] = False
+    rect = np.zeros(mask.shape[1:], bool)
+    rect[box["z_mid_y_min"] : box["z_mid_y_max"] + 1, box["z_mid_x_min"] : box["z_mid_x_max"] + 1] = True
+    out[box["z_mid"]] &= rect
+    return out
+
+
 @pytest.mark.parametrize("max_zoom_out", [0, 1, 2])
 def test_zoom_out_when_mask_touches_border(predictor, max_zoom_out) -> None:
     case, box = _zoom_case()
@@ -267,9 +279,12 @@ def test_zoom_out_when_mask_touches_border(predictor, max_zoom_out) -> None:
         roi = zoom_out(roi, axes, cfg.zoom_factor)
     expected = np.zeros(case.shape, bool)
     expected[roi.slices] = True
-    np.testing.assert_array_equal(segs == 1, expected)  # the prediction fills exactly the final ROI
+    # the prediction fills exactly the final ROI, less what the box rules out
+    np.testing.assert_array_equal(segs == 1, _box_facts(expected, box))
     if max_zoom_out:
-        assert segs.sum() > np.prod(first.size)
+        inner = np.zeros(case.shape, bool)
+        inner[first.slices] = True
+        assert segs.sum() > _box_facts(inner, box).sum()
     # hand-computed: 24 -> 38 -> 61 voxels in-plane (z capped at 40 slices); never the whole plane
     assert roi.size == {0: (24, 24, 24), 1: (38, 38, 38), 2: (40, 61, 61)}[max_zoom_out]
     assert roi.size[1] < case.shape[1]
@@ -296,7 +311,9 @@ def test_no_zoom_out_when_mask_inside(predictor) -> None:
     segs = predictor.predict_case(case, deadline=_deadline())
     assert len(calls) == 1  # one pass, no zoom-out
     roi = calls[0][0]
-    assert segs.sum() == (roi.size[0] // 2) ** 3  # the grid's middle half of a 24^3 ROI: 12^3 voxels
+    blob = np.zeros(case.shape, bool)  # the grid's middle half of a 24^3 ROI: 12^3 voxels
+    blob[tuple(slice(lo + s // 4, lo + 3 * s // 4) for lo, s in zip(roi.lo, roi.size, strict=True))] = True
+    np.testing.assert_array_equal(segs == 1, _box_facts(blob, box))
 
 
 # -------------------------------------------------------------------------------------- fallback
@@ -353,3 +370,27 @@ def test_cuda_half_matches_cpu_on_a_real_case() -> None:
     union = np.count_nonzero((cpu > 0) | (gpu > 0))
     assert union > 0
     assert np.count_nonzero(cpu != gpu) <= 0.01 * union
+
+
+def test_apply_box_facts_in_roi_coordinates() -> None:
+    """The ROI starts at (2, 3, 4): the box's z range and mid-slice rectangle are shifted into it."""
+    from model.predictor import apply_box_facts
+    from model.roi import Roi
+
+    roi = Roi((2, 3, 4), (12, 13, 14), (20, 20, 20))
+    box = {
+        "z_min": 4,
+        "z_max": 8,
+        "z_mid": 6,
+        "z_mid_x_min": 6,
+        "z_mid_y_min": 5,
+        "z_mid_x_max": 9,
+        "z_mid_y_max": 7,
+    }
+    prob = torch.ones(roi.size, dtype=torch.float16)
+    apply_box_facts(prob, roi, box)
+    full = np.zeros((20, 20, 20), bool)
+    full[roi.slices] = True
+    expected = _box_facts(full, box)[roi.slices]
+    np.testing.assert_array_equal(prob.numpy() > 0, expected)
+    assert int((prob[4] > 0).sum()) == 3 * 4  # z_mid (6) - roi.lo (2): rows 5..7, columns 6..9
