@@ -11,15 +11,6 @@ from model.network import ResEncUNet
 TINY = {"features": (4, 8, 16), "blocks_per_stage": (1, 1, 1)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared with a training job: one torch thread is faster than two contending ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("grid", [(16, 16, 16), (8, 12, 16), (4, 8, 20)])
 def test_output_shape(grid) -> None:
     cfg = ModelConfig(**TINY, grid=grid)

@@ -27,15 +27,6 @@ from model.training.export import export
 CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared with a training job: one torch thread is faster than two contending ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _deadline() -> float:
     """A generous step deadline: the budget must not degrade inside a long pytest process."""
     return time.monotonic() + 600.0

@@ -21,15 +21,6 @@ from model.training.train import TrainConfig, train
 TINY = {"features": [4, 8, 16], "blocks_per_stage": [1, 1, 1], "grid": [16, 16, 16]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared with a training job: one torch thread is faster than two contending ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _checkpoint(config: ModelConfig, steps: int = 1) -> tuple[dict, ResEncUNet, torch.optim.AdamW]:
     """A checkpoint as train.py saves it: the network and an AdamW state after `steps` steps."""
     torch.manual_seed(0)

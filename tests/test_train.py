@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from model.config import ModelConfig
@@ -17,15 +16,6 @@ from model.training.sampler import make_sample
 from model.training.train import TrainConfig, train, validate
 
 TINY = {"features": [4, 8, 16], "blocks_per_stage": [1, 1, 1], "grid": [16, 16, 16]}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared with a training job: one torch thread is faster than two contending ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _setup(tmp_path: Path, steps: int) -> TrainConfig:
