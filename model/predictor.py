@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.boxes import box_prism
 from model.budget import Budget
 from model.case_io import Case
 from model.config import ModelCard, ModelConfig
@@ -72,18 +73,16 @@ def apply_box_facts(prob: torch.Tensor, roi: Roi, box: dict[str, int]) -> None:
     z range is exact), and on slice z_mid it lies inside the x/y rectangle (the rectangle is its
     tight extent there, widened). Nothing else about the box is certain.
     """
-    z0, z1 = roi.lo[0], roi.hi[0]
-    lo, hi = int(box["z_min"]) - z0, int(box["z_max"]) - z0 + 1
-    if lo > 0:
-        prob[: min(lo, prob.shape[0])] = 0
-    if hi < prob.shape[0]:
-        prob[max(hi, 0) :] = 0
-    zm = int(box["z_mid"]) - z0
-    if 0 <= zm < z1 - z0:
+    zs, ys, xs = box_prism(box, roi.shape)  # volume slices, clipped to the volume
+    z_lo, y_lo, x_lo = roi.lo
+    prob[: max(zs.start - z_lo, 0)] = 0
+    prob[max(zs.stop - z_lo, 0) :] = 0
+    zm = int(box["z_mid"]) - z_lo
+    if 0 <= zm < prob.shape[0]:
         keep = torch.zeros_like(prob[zm], dtype=torch.bool)
-        y0, y1 = int(box["z_mid_y_min"]) - roi.lo[1], int(box["z_mid_y_max"]) - roi.lo[1] + 1
-        x0, x1 = int(box["z_mid_x_min"]) - roi.lo[2], int(box["z_mid_x_max"]) - roi.lo[2] + 1
-        keep[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+        keep[
+            max(ys.start - y_lo, 0) : max(ys.stop - y_lo, 0), max(xs.start - x_lo, 0) : max(xs.stop - x_lo, 0)
+        ] = True
         prob[zm][~keep] = 0
 
 
