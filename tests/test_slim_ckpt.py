@@ -14,9 +14,8 @@ import torch
 from model.config import ModelCard, ModelConfig
 from model.network import ResEncUNet
 from model.predictor import CARD_FILE, WEIGHTS_FILE
-from model.synthetic import synth_case
 from model.training.slim_ckpt import from_weights, load_slim, main, save_slim, slim, unslim
-from model.training.train import TrainConfig, train
+from model.training.train import train
 
 TINY = {"features": [4, 8, 16], "blocks_per_stage": [1, 1, 1], "grid": [16, 16, 16]}
 
@@ -109,29 +108,20 @@ def _weights_dir(tmp_path: Path) -> Path:
     return d
 
 
-def test_restored_checkpoint_resumes_in_train(tmp_path: Path):
+def test_restored_checkpoint_resumes_in_train(tmp_path: Path, tiny_train_config):
     """Start a run from shipped weights through a slim file; train.py resumes at step 0, then at 2."""
-    imgs, labels, spacing = synth_case(np.random.default_rng(3), (16, 24, 24), 2)
-    (tmp_path / "train").mkdir()
-    np.savez_compressed(tmp_path / "train" / "case_000.npz", imgs=imgs, gts=labels, spacing=spacing)
-    split = tmp_path / "split.json"
-    split.write_text(json.dumps({"val_substrings": []}))
-    cfg = TrainConfig(
-        roots=[str(tmp_path / "train")],
+    cfg = tiny_train_config(
+        shape=(16, 24, 24),
         val_roots=[],
-        split_file=str(split),
-        out_dir=str(tmp_path / "run"),
         steps=2,
         batch_size=1,
         warmup_steps=1,
-        p_synthetic=0.0,
         n_synthetic=1,
         synthetic_shape=[16, 16, 16],
         max_rounds=0,
         val_every=100,
         n_val_samples=4,
         ckpt_every=1,
-        model=TINY,
     )
     weights = _weights_dir(tmp_path)
     slim_file = tmp_path / "run" / "last_slim.pt"

@@ -10,35 +10,18 @@ import torch
 
 from model.config import ModelConfig
 from model.network import ResEncUNet
-from model.synthetic import synth_case
 from model.training.data import load_volume
 from model.training.sampler import make_sample
 from model.training.train import TrainConfig, train, validate
 
-TINY = {"features": [4, 8, 16], "blocks_per_stage": [1, 1, 1], "grid": [16, 16, 16]}
 
-
-def _setup(tmp_path: Path, steps: int) -> TrainConfig:
-    """One synthetic case (24, 32, 32) with 2 objects as a training-layout npz, a split with no val."""
-    train_dir = tmp_path / "train"
-    train_dir.mkdir(exist_ok=True)
-    case = train_dir / "synthetic_case_000.npz"
-    if not case.exists():
-        imgs, labels, spacing = synth_case(np.random.default_rng(3), (24, 32, 32), 2)
-        assert labels.max() >= 1
-        np.savez_compressed(case, imgs=imgs, gts=labels, spacing=spacing)
-    split = tmp_path / "split.json"
-    split.write_text(json.dumps({"val_substrings": []}))
-    return TrainConfig(
-        roots=[str(train_dir)],
-        val_roots=[str(train_dir)],
-        split_file=str(split),
-        out_dir=str(tmp_path / "run"),
+def _setup(tiny_train_config, steps: int) -> TrainConfig:
+    """One synthetic case (24, 32, 32) with 2 objects, trained on and validated on."""
+    return tiny_train_config(
         steps=steps,
         batch_size=2,
         lr=0.01,
         warmup_steps=5,
-        p_synthetic=0.0,
         n_synthetic=2,
         synthetic_shape=[16, 24, 24],
         max_rounds=1,
@@ -46,7 +29,6 @@ def _setup(tmp_path: Path, steps: int) -> TrainConfig:
         n_val_samples=4,
         ckpt_every=10_000,
         threads=1,
-        model=dict(TINY),
     )
 
 
@@ -55,8 +37,8 @@ def _losses(run: Path) -> list[float]:
     return [r["loss"] for r in records if "loss" in r]
 
 
-def test_tiny_overfit_loss_falls_dice_rises(tmp_path) -> None:
-    cfg = _setup(tmp_path, steps=60)
+def test_tiny_overfit_loss_falls_dice_rises(tmp_path, tiny_train_config) -> None:
+    cfg = _setup(tiny_train_config, steps=60)
     model_cfg = ModelConfig.from_dict(cfg.model)
     vol = load_volume(tmp_path / "train" / "synthetic_case_000.npz")
     rng = np.random.default_rng(11)
@@ -83,8 +65,8 @@ def test_tiny_overfit_loss_falls_dice_rises(tmp_path) -> None:
     assert (run / "best.pt").exists() and (run / "train_config.json").exists()
 
 
-def test_resume_continues_step_counter(tmp_path) -> None:
-    cfg = _setup(tmp_path, steps=3)
+def test_resume_continues_step_counter(tmp_path, tiny_train_config) -> None:
+    cfg = _setup(tiny_train_config, steps=3)
     run = train(cfg, resume=True)  # nothing to resume yet
     s3 = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
     assert s3["step"] == 3 and s3["train_config"]["steps"] == 3
