@@ -25,7 +25,7 @@ from model.encoding import encode
 from model.fusion import ClassProb, fuse
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts, class_prompts
-from model.roi import Roi, choose_roi, grid_to_roi, object_extent, zoom_out
+from model.roi import Roi, choose_roi, grid_to_roi, local_roi, object_extent, zoom_out
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ class _Job:
     roi: Roi
     prob: torch.Tensor | None = None  # on the grid
     zooms: int = 0
+    newest: tuple[int, int, int] | None = None  # this step's click (volume voxel), if any
+    local_roi: Roi | None = None  # the finer view around `newest`
+    local_prob: torch.Tensor | None = None  # on the grid of local_roi
 
 
 def _prev_boxes(prev: np.ndarray | None, n: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
@@ -58,6 +61,16 @@ def _prev_boxes(prev: np.ndarray | None, n: int) -> list[tuple[np.ndarray, np.nd
         if sl is not None:
             out[k] = (np.array([s.start for s in sl]), np.array([s.stop - 1 for s in sl]))
     return out
+
+
+def _newest(case: Case, label: int, order: list) -> tuple[int, int, int] | None:
+    """The click this step added for `label` (the last of its kind), None at a box step or when
+    the class was marked perfect."""
+    kind = order[-1] if order else None
+    if kind not in ("fg", "bg") or not case.clicks or label - 1 >= len(case.clicks):
+        return None
+    points = (case.clicks[label - 1] or {}).get(kind) or []
+    return tuple(int(v) for v in points[-1]) if len(points) else None  # type: ignore[return-value]
 
 
 def _presample(crop: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
@@ -84,6 +97,18 @@ def apply_box_facts(prob: torch.Tensor, roi: Roi, box: dict[str, int]) -> None:
             max(ys.start - y_lo, 0) : max(ys.stop - y_lo, 0), max(xs.start - x_lo, 0) : max(xs.stop - x_lo, 0)
         ] = True
         prob[zm][~keep] = 0
+
+
+def _clip(roi: Roi, outer: Roi) -> Roi:
+    """`roi` intersected with `outer` (the local view never leaves the object's ROI)."""
+    lo = tuple(max(a, b) for a, b in zip(roi.lo, outer.lo, strict=True))
+    hi = tuple(max(min(a, b), lo_ + 1) for a, b, lo_ in zip(roi.hi, outer.hi, lo, strict=True))
+    return Roi(lo, hi, roi.shape)  # type: ignore[arg-type]
+
+
+def _within(inner: Roi, outer: Roi) -> tuple[slice, slice, slice]:
+    """Slices of `inner` in the coordinates of `outer`'s crop."""
+    return tuple(slice(a - o, b - o) for a, b, o in zip(inner.lo, inner.hi, outer.lo, strict=True))  # type: ignore[return-value]
 
 
 class Predictor:
@@ -139,6 +164,23 @@ class Predictor:
             for job, p in zip(batch, probs, strict=True):
                 job.prob = p
 
+    def _local_input(self, job: _Job, case: Case) -> torch.Tensor:
+        """Encoded local view of one job (sets job.local_roi): the first pass's mask is this
+        class's previous mask, the other classes come from prev_pred."""
+        assert job.prob is not None and job.newest is not None
+        cfg = self.config
+        roi = local_roi(np.asarray(job.newest, float), job.roi, case.spacing, cfg, cfg.local_fraction)
+        roi = _clip(roi, job.roi)
+        job.local_roi = roi
+        own = (grid_to_roi(job.prob.float(), job.roi)[_within(roi, job.roi)] > cfg.threshold).cpu().numpy()
+        prev = np.zeros(roi.size, np.uint8)
+        if case.prev_pred is not None:
+            crop = case.prev_pred[roi.slices]
+            prev = np.where(crop == job.prompts.label, 0, crop).astype(np.uint8)
+        prev[own] = job.prompts.label
+        img = torch.from_numpy(np.ascontiguousarray(case.imgs[roi.slices]))
+        return encode(img, torch.from_numpy(prev), job.prompts, roi, case.spacing, cfg)
+
     def _zoom_candidates(self, jobs: list[_Job]) -> list[_Job]:
         """Jobs whose mask touches an inner ROI face; their ROI is grown along those axes."""
         out = []
@@ -181,7 +223,13 @@ class Predictor:
             if extent is None:
                 continue  # no box, no click, no previous mask: nothing to segment
             try:
-                jobs.append(_Job(p, choose_roi(case.shape, case.spacing, extent, self.config)))
+                jobs.append(
+                    _Job(
+                        p,
+                        choose_roi(case.shape, case.spacing, extent, self.config),
+                        newest=_newest(case, p.label, order),
+                    )
+                )
             except Exception as exc:  # noqa: BLE001 - one bad class must not sink the case
                 log.warning("%s: class %d: ROI failed (%s); keeping prev_pred", case.name, p.label, exc)
                 if pbox is not None:
@@ -233,7 +281,36 @@ class Predictor:
                 break
             self._safe_forward(zoom, case, grid, fixed, prev_boxes)
             zoom = self._zoom_candidates([j for j in zoom if j.prob is not None])
-        return [j for j in done if j.prob is not None]
+        done = [j for j in done if j.prob is not None]
+        local = [j for j in done if j.newest is not None] if self.config.local_fraction > 0 else []
+        if local and not on_coarse:
+            plan = budget.plan(sec_per_class, 0, zoom_outs_left=len(local), tail_s=tail_s)
+            if plan.allow_zoom_out:
+                self._local_pass(local, case)
+        return done
+
+    def _local_pass(self, jobs: list[_Job], case: Case) -> None:
+        """The finer second look around each class's newest click (sets job.local_prob).
+
+        On the object's grid a click is a ball of about one voxel on an error band one or two
+        voxels thick; in an ROI `local_fraction` of the size, centred on the click, the same
+        error spans several voxels. The first pass's mask is the previous mask of this view, so
+        the network decides the clicked error with everything else already in place.
+        """
+        cfg = self.config
+        try:
+            for a in range(0, len(jobs), cfg.max_batch):
+                batch = jobs[a : a + cfg.max_batch]
+                xs = [self._local_input(job, case) for job in batch]
+                x = torch.stack(xs).to(self.device, self.dtype)
+                with torch.inference_mode():
+                    probs = torch.sigmoid(self.net(x)[:, 0].float())
+                for job, p in zip(batch, probs, strict=True):
+                    job.local_prob = p
+        except Exception as exc:  # noqa: BLE001 - the first pass stands on its own
+            log.warning("%s: local pass failed (%s); keeping the first pass", case.name, exc)
+            for job in jobs:
+                job.local_prob = None
 
     def _safe_forward(
         self,
@@ -262,6 +339,8 @@ class Predictor:
     def _to_native(self, job: _Job) -> ClassProb:
         assert job.prob is not None
         prob = grid_to_roi(job.prob.float(), job.roi)
+        if job.local_prob is not None and job.local_roi is not None:
+            prob[_within(job.local_roi, job.roi)] = grid_to_roi(job.local_prob.float(), job.local_roi)
         if job.prompts.box is not None:
             apply_box_facts(prob, job.roi, job.prompts.box)
         return ClassProb(
