@@ -421,7 +421,8 @@ def write_segs(path: Path, segs: np.ndarray) -> None:
         else:
             segs = segs.astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a short name, whatever the case name: ".<name>.xxxx.tmp" of a 242-character name is over 255 bytes
+    fd, tmp = tempfile.mkstemp(prefix=".segs-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, segs=segs)

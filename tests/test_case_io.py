@@ -366,3 +366,13 @@ def test_write_segs_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_segs(out, np.zeros(SHAPE, np.uint8))
     assert os.listdir(tmp_path) == []
+
+
+def test_write_segs_long_file_name(tmp_path):
+    # 251 characters + ".npz" = 255 bytes, the longest name the file system takes
+    out = tmp_path / ("CT_" + "x" * 248 + ".npz")
+    assert len(out.name.encode()) == 255
+    write_segs(out, np.ones(SHAPE, np.uint8))
+    with np.load(out) as f:
+        assert (f["segs"] == 1).all()
+    assert os.listdir(tmp_path) == [out.name]
