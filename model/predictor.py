@@ -123,6 +123,9 @@ class Predictor:
         self.card = card or {}
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
         self.last_timings: dict[str, float] = {}
+        # labels whose prediction failed in the last predict_case (they kept their prev_pred mask,
+        # or nothing): the caller tells a case in which every class failed from a real answer
+        self.failed_classes: list[int] = []
 
     @classmethod
     def from_weights(cls, weights_dir: Path, device: str | None = None) -> Predictor:
@@ -198,6 +201,7 @@ class Predictor:
     def predict_case(self, case: Case, deadline: float | None = None) -> np.ndarray:
         """uint8 label map of case.shape; label k+1 is the object of boxes[k] / clicks[k]."""
         t_start = time.monotonic()
+        self.failed_classes = []
         n = case.n_classes
         # infer.py passes the deadline (counted from the process start for its first case);
         # without one the budget starts now, e.g. in a long-lived session
@@ -232,6 +236,7 @@ class Predictor:
                 )
             except Exception as exc:  # noqa: BLE001 - one bad class must not sink the case
                 log.warning("%s: class %d: ROI failed (%s); keeping prev_pred", case.name, p.label, exc)
+                self.failed_classes.append(p.label)
                 if pbox is not None:
                     fixed.append(self._prev_prob(case, p, pbox))
 
@@ -331,6 +336,7 @@ class Predictor:
                 self._forward([job], case, grid)
             except Exception as exc:  # noqa: BLE001
                 log.warning("%s: class %d failed (%s); keeping prev_pred", case.name, job.prompts.label, exc)
+                self.failed_classes.append(job.prompts.label)
                 job.prob = None
                 pbox = prev_boxes[job.prompts.label - 1]
                 if pbox is not None:
