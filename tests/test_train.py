@@ -87,3 +87,15 @@ def test_resume_continues_step_counter(tmp_path, tiny_train_config) -> None:
     # the optimizer state was restored, not restarted: Adam's step count continues from 3
     adam_steps = {int(v["step"]) for v in s5["optim"]["state"].values()}
     assert adam_steps == {5}
+
+
+def test_run_without_real_data_warns_and_trains_on_synthetic(tmp_path, tiny_train_config, capsys) -> None:
+    """A clone without ../shared/data: one warning line per config key, then synthetic-only training."""
+    missing = tmp_path / "shared" / "data" / "extra" / "train"
+    cfg = _setup(tiny_train_config, steps=1)
+    cfg.roots, cfg.val_roots, cfg.p_synthetic = [str(missing)], [str(missing)], 0.3
+    run = train(cfg, resume=False)
+    err = capsys.readouterr().err
+    assert f"warning: no cases in config key 'roots' (synthetic data only): {missing} (missing)" in err
+    assert "config key 'val_roots'" in err
+    assert (run / "last.pt").exists()

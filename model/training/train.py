@@ -26,7 +26,7 @@ from model.network import ResEncUNet
 from model.prompts import ClassPrompts
 from model.roi import Roi
 from model.synthetic import synth_case
-from model.training.data import Volume, find_cases, load_volume, split_cases
+from model.training.data import Volume, find_cases, load_volume, split_cases, warn_empty_roots
 from model.training.sampler import Sample, augment_intensity, make_sample, next_click
 
 
@@ -216,6 +216,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
+    if rank == 0:
+        warn_empty_roots({"roots": cfg.roots, "val_roots": cfg.val_roots})
     files = find_cases([Path(r) for r in cfg.roots])
     train_files, val_files = split_cases(files, Path(cfg.split_file))
     val_files += find_cases([Path(r) for r in cfg.val_roots if Path(r).exists()])
