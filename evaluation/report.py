@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.protocol import N_STEPS, CaseResult
+from evaluation.protocol import N_STEPS, STEP_NAMES, CaseResult
 
 OFFICIAL_COLUMNS = (
     ["CaseName", "TotalRunningTime"]
@@ -34,7 +34,7 @@ EXTRA_COLUMNS = [
     "ASD_Final",  # mm, average symmetric surface distance, same convention
     "BudgetShare",  # TotalRunningTime / runtime_upperbound
     "Over_Budget",  # 1 when BudgetShare > 1 (the final test would set the scores to 0)
-    "Failed_Steps",  # steps (1..6) whose output was stale, missing, bad or timed out, ';'-joined
+    "Failed_Steps",  # steps (box, click1..click5) with a stale, missing, bad or timed-out output
     "Step_Status",  # status of each step, ';'-joined (ok, skipped, stale, missing, ...)
     "No_Output",  # 1 when the case never produced a valid output (official CSV drops such cases)
     "Has_Boxes",
@@ -67,7 +67,7 @@ def case_row(r: CaseResult) -> dict:
             "ASD_Final": r.asd_final,
             "BudgetShare": r.budget_share,
             "Over_Budget": int(r.budget_share > 1),
-            "Failed_Steps": ";".join(str(i) for i in r.failed_steps),
+            "Failed_Steps": ";".join(s.name for s in r.steps if s.failed),
             "Step_Status": ";".join(s.status for s in r.steps),
             "No_Output": int(not r.ever_output),
             "Has_Boxes": int(r.has_boxes),
@@ -75,6 +75,16 @@ def case_row(r: CaseResult) -> dict:
         }
     )
     return row
+
+
+def case_line(r: CaseResult) -> str:
+    """A finished case in one line (the progress bar prints it): DSC at the first step run and at the
+    end, so a case whose clicks cost DSC stands out while the run goes on."""
+    first = r.steps[0 if r.has_boxes else 1]
+    return (
+        f"{r.name}: DSC {first.name} {first.dsc:.3f} -> {r.steps[-1].name} {r.dsc_final:.3f}, "
+        f"NSD {r.steps[-1].name} {r.nsd_final:.3f}"
+    )
 
 
 def _fmt(v) -> str:
@@ -174,7 +184,7 @@ def notes(results: list[CaseResult]) -> list[str]:
             out.append(f"{r.name}: no valid output at any step: scored 0, kept (the official CSV drops it)")
         for s in r.steps:
             if s.failed:
-                out.append(f"{r.name}: step {s.step} {s.status}: {s.message}")
+                out.append(f"{r.name}: {s.name} {s.status}: {s.message}")
         if r.budget_share > 1:
             out.append(
                 f"{r.name}: {r.total_runtime:.1f} s > budget {r.runtime_upperbound} s "
@@ -204,7 +214,7 @@ def plot_curves(results: list[CaseResult], out_dir: Path) -> list[Path]:
     for r in results:
         groups.setdefault(modality_of(r.name), []).append(r)
     steps = np.arange(1, N_STEPS + 1)
-    labels = ["box"] + [f"click {i}" for i in range(1, N_STEPS)]
+    labels = list(STEP_NAMES)
 
     def mean_curve(rs: list[CaseResult], attr: str) -> np.ndarray:
         curve = []
@@ -267,10 +277,11 @@ def plot_case(
     cmap = plt.get_cmap("tab20")
     sp = np.asarray(r.spacing, dtype=float).ravel()
     aspect = float(sp[1] / sp[0]) if sp.size >= 2 and sp[0] > 0 else 1.0  # stored (x, y, z)
-    first_label = "box step" if r.has_boxes else "click 1 (no boxes)"
+    first = r.steps[0 if r.has_boxes else 1]
+    first_label = first.name if r.has_boxes else f"{first.name} (no boxes)"
     panels = [
-        (r.first_segs, f"{first_label}: DSC {r.steps[0 if r.has_boxes else 1].dsc:.3f}", False),
-        (r.final_segs, f"final (click 5): DSC {r.dsc_final:.3f} NSD {r.nsd_final:.3f}", True),
+        (r.first_segs, f"{first_label}: DSC {first.dsc:.3f}", False),
+        (r.final_segs, f"final ({r.steps[-1].name}): DSC {r.dsc_final:.3f} NSD {r.nsd_final:.3f}", True),
     ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
     for ax, (segs, title, show_clicks) in zip(axes, panels, strict=True):

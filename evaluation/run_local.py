@@ -157,9 +157,7 @@ def evaluate(
         def on_step(step: StepResult, _name=name) -> None:
             if bar is not None and step.status != "skipped":
                 bar.update(1)
-                bar.set_postfix_str(
-                    f"{_name} step {step.step} {step.status} DSC {step.dsc:.3f}", refresh=False
-                )
+                bar.set_postfix_str(f"{_name} {step.name} {step.status} DSC {step.dsc:.3f}", refresh=False)
 
         try:
             result, all_segs = run_case(
@@ -177,8 +175,8 @@ def evaluate(
             with contextlib.suppress(Exception):
                 spacing = load_npz(case_file).get("spacing", spacing)
             result, all_segs = _failed_case(name, gts_file, spacing, f"{type(exc).__name__}: {exc}"), []
-            if bar is not None:
-                bar.write(f"[ERROR] {name}: {result.error}")
+        if bar is not None:  # the postfix is overwritten by the next case: the outcome stays above the bar
+            bar.write(f"[ERROR] {name}: {result.error}" if result.error else report.case_line(result))
         results.append(result)
         if save_segs and result.final_segs is not None:
             seg_dir = out_dir / "segs"

@@ -66,7 +66,7 @@ def test_metrics_csv_has_the_official_columns_first_then_extras(tmp_path):
     assert float(a["DSC_AUC"]) == pytest.approx(0.6 / 2 + 0.7 + 0.8 + 0.9 + 1.0 / 2)
     assert float(a["TotalRunningTime"]) == 35 and a["runtime_upperbound"] == "180"
     assert float(a["BudgetShare"]) == pytest.approx(35 / 180)
-    assert b["Failed_Steps"] == "4;5;6" and b["Over_Budget"] == "1" and b["Has_Boxes"] == "0"
+    assert b["Failed_Steps"] == "click3;click4;click5" and b["Over_Budget"] == "1" and b["Has_Boxes"] == "0"
     assert c["No_Output"] == "1" and float(c["DSC_Final"]) == 0.0  # kept in the table with zeros
 
 
@@ -82,7 +82,7 @@ def test_summary_per_modality_counts_failures_and_zero_cases():
     assert text.splitlines()[0].split()[:3] == ["Modality", "Cases", "DSC_AUC"]
     assert len(text.splitlines()) == 5
     notes = "\n".join(report.notes(_results()))
-    assert "CT_b.npz: step 4 stale" in notes and "MR_c.npz: no valid output" in notes and "budget" in notes
+    assert "CT_b.npz: click3 stale" in notes and "MR_c.npz: no valid output" in notes and "budget" in notes
 
 
 def test_modality_is_the_name_prefix():
@@ -121,3 +121,9 @@ def test_plots_are_written(tmp_path):
     path = report.plot_case(r, np.zeros(gts.shape, np.uint8), gts, tmp_path, boxes=boxes)
     assert path.name == "CT_a.png" and path.stat().st_size > 1000
     assert report.middle_slice(gts) == 3  # labelled slices 1..4 -> median of unique = 3
+
+
+def test_case_line_shows_first_and_final_dsc_with_the_step_names():
+    a, b, _ = _results()
+    assert report.case_line(a) == "CT_a.npz: DSC box 0.500 -> click5 1.000, NSD click5 0.900"
+    assert report.case_line(b) == "CT_b.npz: DSC click1 0.200 -> click5 0.200, NSD click5 0.000"
