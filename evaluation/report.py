@@ -2,8 +2,9 @@
 
 * ``metrics.csv``: the official columns, in the official order, then our extras;
 * ``summary.csv`` and a printed per-modality table (modality = case-name prefix before ``_``);
-* ``plots/curves_<modality>.png`` (DSC and NSD against the step, mean and per case) and
-  ``plots/curves_all.png`` (one line per modality);
+* ``plots/curves_<modality>.png`` (DSC and NSD against the step, per case and the mean, cases
+  with and without boxes as separate lines) and ``plots/curves_all.png`` (the means of every
+  modality);
 * ``plots/cases/<case>.png``: the middle labelled slice with image, GT contours (solid),
   prediction contours (dashed) and clicks, at the first step run (the box step when the case has
   boxes) and at the final step.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -202,10 +204,51 @@ def _pyplot():
     return plt
 
 
+@dataclass(frozen=True)
+class Curve:
+    """One mean line of the curves plot: the same cases at every step it covers."""
+
+    label: str
+    cases: tuple[str, ...]
+    steps: np.ndarray  # official step indices, 1 = box
+    values: np.ndarray
+
+
+def mean_curves(results: list[CaseResult], attr: str) -> list[Curve]:
+    """Mean ``dscs``/``nsds`` of the cases with boxes (from the box step) and, as a separate line,
+    of the cases without boxes (from click1, their first step).
+
+    One line over all cases would average the box point over the boxed cases only and let the
+    no-box cases join at click1: its population would change mid-way, and the drop that reads as
+    "the first click makes things worse" would be nothing but the no-box cases arriving.
+    """
+    curves = []
+    for has_boxes, label in ((True, "with boxes"), (False, "no boxes")):
+        rs = [r for r in results if r.has_boxes == has_boxes]
+        if not rs:
+            continue
+        first = 0 if has_boxes else 1
+        values = np.array([getattr(r, attr)[first:] for r in rs], dtype=float).mean(axis=0)
+        steps = np.arange(first + 1, N_STEPS + 1)
+        curves.append(Curve(f"{label} ({len(rs)})", tuple(r.name for r in rs), steps, values))
+    return curves
+
+
+def _step_axes(ax, metric: str, title: str) -> None:
+    steps = np.arange(1, N_STEPS + 1)
+    ax.set_xticks(steps, list(STEP_NAMES), rotation=30)
+    ax.set_xlabel("interaction step")
+    ax.set_ylabel(metric)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+
+
 def plot_curves(results: list[CaseResult], out_dir: Path) -> list[Path]:
     """DSC and NSD against the step, one PNG per modality and one with every modality.
 
-    Step 1 (box) is averaged over the cases that have boxes only; steps 2..6 over all cases.
+    Cases with and without boxes are separate mean lines (:func:`mean_curves`), solid and dashed.
     """
     plt = _pyplot()
     plot_dir = Path(out_dir) / "plots"
@@ -213,44 +256,36 @@ def plot_curves(results: list[CaseResult], out_dir: Path) -> list[Path]:
     groups: dict[str, list[CaseResult]] = {}
     for r in results:
         groups.setdefault(modality_of(r.name), []).append(r)
-    steps = np.arange(1, N_STEPS + 1)
-    labels = list(STEP_NAMES)
-
-    def mean_curve(rs: list[CaseResult], attr: str) -> np.ndarray:
-        curve = []
-        for i in range(N_STEPS):
-            vals = [getattr(r, attr)[i] for r in rs if i > 0 or r.has_boxes]
-            curve.append(np.mean(vals) if vals else np.nan)
-        return np.array(curve)
-
+    metrics = (("dscs", "DSC"), ("nsds", "NSD"))
     paths = []
-    fig_all, axes_all = plt.subplots(1, 2, figsize=(11, 4))
-    for mod, rs in sorted(groups.items()):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, attr, title in zip(axes, ("dscs", "nsds"), ("DSC", "NSD"), strict=True):
+    fig_all, axes_all = plt.subplots(1, 2, figsize=(11, 4.5))
+    for colour, (mod, rs) in enumerate(sorted(groups.items())):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        for ax, ax_all, (attr, metric) in zip(axes, axes_all, metrics, strict=True):
             for r in rs:
-                ys = np.array(getattr(r, attr), dtype=float)
-                xs = steps if r.has_boxes else steps[1:]
-                ax.plot(xs, ys if r.has_boxes else ys[1:], color="0.75", lw=0.8)
-            ax.plot(steps, mean_curve(rs, attr), "o-", color="C0", lw=2, label=f"mean of {len(rs)}")
-            ax.set_xticks(steps, labels, rotation=30)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"{mod}: {title} per step")
-            ax.grid(alpha=0.3)
-            ax.legend(loc="lower right")
+                first = 0 if r.has_boxes else 1
+                ys = np.array(getattr(r, attr), dtype=float)[first:]
+                ax.plot(
+                    np.arange(first + 1, N_STEPS + 1),
+                    ys,
+                    color="0.75",
+                    lw=0.8,
+                    ls="-" if r.has_boxes else "--",
+                )
+            for curve in mean_curves(rs, attr):
+                style = "o-" if curve.steps[0] == 1 else "s--"
+                ax.plot(curve.steps, curve.values, style, color="C0", lw=2, label=f"mean, {curve.label}")
+                ax_all.plot(
+                    curve.steps, curve.values, style, color=f"C{colour}", label=f"{mod}, {curve.label}"
+                )
+            _step_axes(ax, metric, f"{mod}: {metric} per step (grey: one case)")
         fig.tight_layout()
         path = plot_dir / f"curves_{mod}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
-        for ax, attr in zip(axes_all, ("dscs", "nsds"), strict=True):
-            ax.plot(steps, mean_curve(rs, attr), "o-", label=f"{mod} ({len(rs)})")
-    for ax, title in zip(axes_all, ("DSC", "NSD"), strict=True):
-        ax.set_xticks(steps, labels, rotation=30)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"mean {title} per step and modality")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+    for ax, (_, metric) in zip(axes_all, metrics, strict=True):
+        _step_axes(ax, metric, f"mean {metric} per step and modality")
     fig_all.tight_layout()
     path = plot_dir / "curves_all.png"
     fig_all.savefig(path, dpi=90)
@@ -268,13 +303,23 @@ def middle_slice(gts: np.ndarray) -> int:
 def plot_case(
     r: CaseResult, imgs: np.ndarray, gts: np.ndarray, out_dir: Path, boxes: np.ndarray | None = None
 ) -> Path:
-    """Middle slice at the first step run (box step when there are boxes) and at the final step."""
+    """Middle slice at the first step run (box step when there are boxes) and at the final step.
+
+    Object k (label k, ``boxes[k - 1]``, ``clicks[k - 1]``) has one colour in every panel; the legend
+    maps the colours of the objects drawn on this slice to their labels.
+    """
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     case_dir = Path(out_dir) / "plots" / "cases"
     case_dir.mkdir(parents=True, exist_ok=True)
     z = middle_slice(gts)
     classes = [int(c) for c in np.unique(gts) if c != 0]
     cmap = plt.get_cmap("tab20")
+
+    def colour(label: int) -> tuple:
+        return cmap((label - 1) % 20)
+
     sp = np.asarray(r.spacing, dtype=float).ravel()
     aspect = float(sp[1] / sp[0]) if sp.size >= 2 and sp[0] > 0 else 1.0  # stored (x, y, z)
     first = r.steps[0 if r.has_boxes else 1]
@@ -286,31 +331,38 @@ def plot_case(
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
     for ax, (segs, title, show_clicks) in zip(axes, panels, strict=True):
         ax.imshow(imgs[z], cmap="gray", aspect=aspect, interpolation="nearest")
-        for k, cls in enumerate(classes):
-            color = cmap(k % 20)
+        for cls in classes:
             g = gts[z] == cls
             if g.any():
-                ax.contour(g, levels=[0.5], colors=[color], linewidths=1.2)
+                ax.contour(g, levels=[0.5], colors=[colour(cls)], linewidths=1.2)
             if segs is not None:
                 p = segs[z] == cls
                 if p.any():
-                    ax.contour(p, levels=[0.5], colors=[color], linewidths=1.2, linestyles="dashed")
+                    ax.contour(p, levels=[0.5], colors=[colour(cls)], linewidths=1.2, linestyles="dashed")
         if not show_clicks and boxes is not None:
             for k, box in enumerate(boxes):
                 if int(box["z_min"]) <= z <= int(box["z_max"]):
                     x0, y0 = int(box["z_mid_x_min"]), int(box["z_mid_y_min"])
                     w, h = int(box["z_mid_x_max"]) - x0, int(box["z_mid_y_max"]) - y0
-                    ax.add_patch(plt.Rectangle((x0, y0), w, h, fill=False, ec=cmap(k % 20), lw=0.8, ls=":"))
+                    ax.add_patch(plt.Rectangle((x0, y0), w, h, fill=False, ec=colour(k + 1), lw=0.8, ls=":"))
         if show_clicks:
             for k, entry in enumerate(r.clicks):
                 for kind, marker in (("fg", "+"), ("bg", "x")):
                     for c in entry.get(kind, []):
                         if int(c[0]) == z:
-                            ax.plot(int(c[2]), int(c[1]), marker, color=cmap(k % 20), ms=10, mew=2)
+                            ax.plot(int(c[2]), int(c[1]), marker, color=colour(k + 1), ms=10, mew=2)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     fig.suptitle(f"{r.name}  slice z={z}  (GT solid, prediction dashed, + fg / x bg clicks)", fontsize=9)
-    fig.tight_layout()
+    shown = [
+        c
+        for c in classes
+        if any((m[z] == c).any() for m in (gts, r.first_segs, r.final_segs) if m is not None)
+    ]
+    handles = [Line2D([], [], color=colour(c), lw=2, label=f"object {c}") for c in shown]
+    if handles:
+        fig.legend(handles=handles, loc="center right", fontsize=7, ncol=1 + len(handles) // 25)
+    fig.tight_layout(rect=(0, 0, 0.86 - 0.06 * (len(handles) // 25), 1))
     path = case_dir / f"{Path(r.name).stem}.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)
