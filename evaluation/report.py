@@ -2,6 +2,8 @@
 
 * ``metrics.csv``: the official columns, in the official order, then our extras;
 * ``summary.csv`` and a printed per-modality table (modality = case-name prefix before ``_``);
+* ``summary_vs_floor.csv`` and a printed table: the submission beside the box-prism floor
+  (``evaluation/baselines/prism.py``), per modality, with the gain;
 * ``plots/curves_<modality>.png`` (DSC and NSD against the step, per case and the mean, cases
   with and without boxes as separate lines) and ``plots/curves_all.png`` (the means of every
   modality);
@@ -174,6 +176,64 @@ def format_summary(rows: list[dict]) -> str:
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
     return "\n".join(out)
+
+
+FLOOR_METRICS = ["DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final"]
+FLOOR_PARTS = ["model", "floor", "gain"]
+FLOOR_COLUMNS = ["Modality", "Cases", *(f"{m}_{part}" for m in FLOOR_METRICS for part in FLOOR_PARTS)]
+
+
+def compare_to_floor(rows: list[dict], floor_rows: list[dict]) -> list[dict]:
+    """Per modality (and ``ALL``): each score of the submission, of the floor, and the gain.
+
+    Both summaries come from the same cases; the gain (model - floor) is what the model adds over
+    painting the box and a ball per click, which its own scores alone cannot show.
+    """
+    floor = {r["Modality"]: r for r in floor_rows}
+    out = []
+    for row in rows:
+        other = floor.get(row["Modality"], {})
+        cmp: dict = {"Modality": row["Modality"], "Cases": row["Cases"]}
+        for m in FLOOR_METRICS:
+            model, base = row[m], other.get(m, float("nan"))
+            cmp.update({f"{m}_model": model, f"{m}_floor": base, f"{m}_gain": model - base})
+        out.append(cmp)
+    return out
+
+
+def write_floor_csv(rows: list[dict], out_dir: Path) -> Path:
+    path = Path(out_dir) / "summary_vs_floor.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(FLOOR_COLUMNS)
+        for row in rows:
+            w.writerow([_fmt(row[c]) for c in FLOOR_COLUMNS])
+    return path
+
+
+def format_floor(rows: list[dict]) -> str:
+    """Fixed-width table of :func:`compare_to_floor`: one column group per metric (model, floor, gain)."""
+
+    def num(v: float, signed: bool) -> str:
+        return "nan" if math.isnan(v) else (f"{v:+.3f}" if signed else f"{v:.3f}")
+
+    keys = ["Modality", "Cases"]
+    widths = [max([len(k)] + [len(str(r[k])) for r in rows]) for k in keys]
+    groups = []
+    for m in FLOOR_METRICS:
+        cells = [[num(r[f"{m}_{p}"], p == "gain") for p in FLOOR_PARTS] for r in rows]
+        w = max([len(p) for p in FLOOR_PARTS] + [len(c) for row in cells for c in row])
+        groups.append((m, w, cells))
+    lead = "  ".join(" " * w for w in widths)
+    top = lead + "".join("   " + m.center(3 * w + 4) for m, w, _ in groups)
+    head = "  ".join(k.rjust(w) for k, w in zip(keys, widths, strict=True))
+    head += "".join("   " + "  ".join(p.rjust(w) for p in FLOOR_PARTS) for _, w, _ in groups)
+    lines = [top.rstrip(), head, "-" * len(head)]
+    for i, r in enumerate(rows):
+        line = "  ".join(str(r[k]).rjust(w) for k, w in zip(keys, widths, strict=True))
+        line += "".join("   " + "  ".join(c.rjust(w) for c in cells[i]) for _, w, cells in groups)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def notes(results: list[CaseResult]) -> list[str]:

@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "--submission",
             str(submission),
             "--no-progress",
+            "--no-floor",  # the box prism is scored here as a run of its own (OUT/box_prism)
         ]
         if name != "model":
             cmd.append("--no-plots")

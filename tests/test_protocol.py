@@ -86,7 +86,15 @@ def test_full_run_on_two_synthetic_cases(tmp_path, cases):
     sub, log = make_submission(tmp_path, "box")
     out = tmp_path / "out"
     rc = run_local.main(
-        [str(cases / "imgs"), str(cases / "gts"), str(out), "--submission", str(sub), "--no-progress"]
+        [
+            str(cases / "imgs"),
+            str(cases / "gts"),
+            str(out),
+            "--submission",
+            str(sub),
+            "--no-progress",
+            "--no-floor",
+        ]
     )
     assert rc == 0
     rows = _rows(out / "metrics.csv")
@@ -166,7 +174,7 @@ def test_case_without_any_output_scores_zero_and_stays(tmp_path, cases):
     out = tmp_path / "out"
     run_local.main(
         [str(cases / "imgs"), str(cases / "gts"), str(out), "--submission", str(sub), "--no-progress",
-         "--no-plots", "--cases", "SynB*"]
+         "--no-plots", "--no-floor", "--cases", "SynB*"]
     )  # fmt: skip
     (row,) = _rows(out / "metrics.csv")
     assert row["No_Output"] == "1" and row["Failed_Steps"] == "click1;click2;click3;click4;click5"
