@@ -46,8 +46,8 @@ def check_roots(split_roots: list[Path], heldout_roots: list[Path]) -> None:
     if bad:
         raise SystemExit(
             f"validate_split: no cases in {'; '.join(bad)}. Each root must hold imgs/<case>.npz and "
-            "gts/<case>.npz (the validation layout, as evaluation.make_cases writes it); the defaults "
-            "are this project's ../shared/data/extra and ../shared/data/cases (README, 'Data')"
+            "gts/<case>.npz (the validation layout, as evaluation.make_cases writes it); the README's "
+            "command uses this project's ../shared/data/extra and ../shared/data/cases (README, 'Data')"
         )
 
 

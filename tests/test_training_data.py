@@ -145,6 +145,7 @@ def test_roots_warning_is_one_line_naming_the_roots_and_the_key(tree, tmp_path) 
     assert partial is not None and "synthetic data only" not in partial and missing in partial
     val = roots_warning("val_roots", [missing])
     assert val is not None and "'val_roots'" in val and "synthetic data only" not in val
+    assert "3D_train_npz" in alone and "3D_train_npz" not in val  # the training coreset is no val root
 
 
 def test_warn_empty_roots_prints_one_line_per_key(tree, tmp_path, capsys) -> None:

@@ -63,10 +63,10 @@ def roots_warning(key: str, roots: list[str] | list[Path]) -> str | None:
         return None
     what = ", ".join(f"{root} ({why})" for root, why in empty)
     alone = " (synthetic data only)" if len(empty) == len(roots) and key == "roots" else ""
+    example = ", e.g. the official 3D_train_npz_random_10percent_16G" if key == "roots" else ""
     return (
         f"warning: no cases in config key '{key}'{alone}: {what}. Set '{key}' to folders of "
-        "<modality>/<dataset>/<case>.npz files with imgs, gts, spacing, e.g. the official "
-        "3D_train_npz_random_10percent_16G (README, 'Data')"
+        f"<modality>/<dataset>/<case>.npz files with imgs, gts, spacing{example} (README, 'Data')"
     )
 
 
