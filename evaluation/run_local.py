@@ -182,7 +182,8 @@ def evaluate(
                 spacing = load_npz(case_file).get("spacing", spacing)
             result, all_segs = _failed_case(name, gts_file, spacing, f"{type(exc).__name__}: {exc}"), []
         if bar is not None:  # the postfix is overwritten by the next case: the outcome stays above the bar
-            bar.write(f"[ERROR] {name}: {result.error}" if result.error else report.case_line(result))
+            outcome = f"ERROR {name}: {result.error}" if result.error else report.case_line(result)
+            bar.write(f"[{desc}] {outcome}")
         results.append(result)
         if save_segs and result.final_segs is not None:
             seg_dir = out_dir / "segs"
