@@ -61,12 +61,14 @@ def main(argv: list[str] | None = None) -> None:
         n_val_samples=4,
         max_minutes=1e9,
     )
-    print(f"| variant (batch {args.batch}, {args.samples} samples) | samples/s | data s | rounds s | optim s |")
+    head = f"| variant (batch {args.batch}, {args.samples} samples) | samples/s | data | rounds | optim |"
+    print(head)
     print("|---|---:|---:|---:|---:|")
     for name, overrides in VARIANTS.items():
         r = run_variant(base, overrides, args.samples)
         s = r["split"]
-        print(f"| {name} | {r['samples_per_s']:.2f} | {s['data']:.1f} | {s['rounds']:.1f} | {s['optim']:.1f} |")
+        figures = f"{r['samples_per_s']:.2f} | {s['data']:.1f} | {s['rounds']:.1f} | {s['optim']:.1f}"
+        print(f"| {name} | {figures} |")
 
 
 if __name__ == "__main__":

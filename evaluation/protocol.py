@@ -5,7 +5,7 @@ Per case, exactly as CVPR25_iter_eval.py runs it:
 * the case file is copied verbatim into ``inputs/`` (the only file there);
 * step 1, the box step, runs only when the case has ``boxes``; otherwise it is recorded as
   0 s / DSC 0 / NSD 0 and not run;
-* steps 2..6 (clicks 1..5): read ``outputs/<case>`` (``segs`` cast to uint8; zeros when absent),
+* steps 2..6 (click1..click5): read ``outputs/<case>`` (``segs`` cast to uint8; zeros when absent),
   add one simulated click per class (:func:`model.click_sim.simulate_clicks`), rewrite
   ``inputs/<case>`` with ``imgs, spacing, clicks, clicks_order, prev_pred`` (+ ``boxes``) by
   ``np.savez_compressed`` of the same Python objects as the official code;
@@ -45,6 +45,9 @@ from model.click_sim import simulate_clicks
 
 N_CLICKS = 5
 N_STEPS = N_CLICKS + 1
+# One name per step in logs, plots and the progress bar; step k (1-based) is also the index of the
+# official CSV columns (RunningTime_k, DSC_k, NSD_k): _1 = box, _2.._6 = click1..click5.
+STEP_NAMES = ("box", *(f"click{i}" for i in range(1, N_CLICKS + 1)))
 SECONDS_PER_CLASS = 90
 
 OK, SKIPPED, STALE, MISSING = "ok", "skipped", "stale", "missing"
@@ -54,7 +57,7 @@ FAILED_STATUSES = (STALE, MISSING, BAD_OUTPUT, TIMEOUT)
 
 @dataclass
 class StepResult:
-    """One of the 6 steps (1 = box step, 2..6 = clicks 1..5)."""
+    """One of the 6 steps (1 = box step, 2..6 = click1..click5)."""
 
     step: int
     status: str = SKIPPED
@@ -63,6 +66,11 @@ class StepResult:
     nsd: float = 0.0
     returncode: int | None = None
     message: str = ""
+
+    @property
+    def name(self) -> str:
+        """``box`` or ``click1``..``click5`` (see STEP_NAMES)."""
+        return STEP_NAMES[self.step - 1]
 
     @property
     def failed(self) -> bool:
@@ -281,7 +289,7 @@ def run_case(
             clicks, order = simulate_clicks(prev_u8, gts, clicks, order)
             write_click_input(in_path, imgs, spacing, clicks, order, prev_u8, boxes)
         before = _stat(out_path)
-        log_path = None if log_dir is None else Path(log_dir) / f"{Path(name).stem}_step{it + 1}.log"
+        log_path = None if log_dir is None else Path(log_dir) / f"{Path(name).stem}_{step.name}.log"
         step.runtime, step.returncode, timed_out = run_predict(
             submission, inputs, outputs, log_path, step_timeout
         )

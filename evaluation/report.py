@@ -2,8 +2,11 @@
 
 * ``metrics.csv``: the official columns, in the official order, then our extras;
 * ``summary.csv`` and a printed per-modality table (modality = case-name prefix before ``_``);
-* ``plots/curves_<modality>.png`` (DSC and NSD against the step, mean and per case) and
-  ``plots/curves_all.png`` (one line per modality);
+* ``summary_vs_floor.csv`` and a printed table: the submission beside the box-prism floor
+  (``evaluation/baselines/prism.py``), per modality, with the gain;
+* ``plots/curves_<modality>.png`` (DSC and NSD against the step, per case and the mean, cases
+  with and without boxes as separate lines) and ``plots/curves_all.png`` (the means of every
+  modality);
 * ``plots/cases/<case>.png``: the middle labelled slice with image, GT contours (solid),
   prediction contours (dashed) and clicks, at the first step run (the box step when the case has
   boxes) and at the final step.
@@ -15,11 +18,12 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from evaluation.protocol import N_STEPS, CaseResult
+from evaluation.protocol import N_STEPS, STEP_NAMES, CaseResult
 
 OFFICIAL_COLUMNS = (
     ["CaseName", "TotalRunningTime"]
@@ -34,7 +38,7 @@ EXTRA_COLUMNS = [
     "ASD_Final",  # mm, average symmetric surface distance, same convention
     "BudgetShare",  # TotalRunningTime / runtime_upperbound
     "Over_Budget",  # 1 when BudgetShare > 1 (the final test would set the scores to 0)
-    "Failed_Steps",  # steps (1..6) whose output was stale, missing, bad or timed out, ';'-joined
+    "Failed_Steps",  # steps (box, click1..click5) with a stale, missing, bad or timed-out output
     "Step_Status",  # status of each step, ';'-joined (ok, skipped, stale, missing, ...)
     "No_Output",  # 1 when the case never produced a valid output (official CSV drops such cases)
     "Has_Boxes",
@@ -67,7 +71,7 @@ def case_row(r: CaseResult) -> dict:
             "ASD_Final": r.asd_final,
             "BudgetShare": r.budget_share,
             "Over_Budget": int(r.budget_share > 1),
-            "Failed_Steps": ";".join(str(i) for i in r.failed_steps),
+            "Failed_Steps": ";".join(s.name for s in r.steps if s.failed),
             "Step_Status": ";".join(s.status for s in r.steps),
             "No_Output": int(not r.ever_output),
             "Has_Boxes": int(r.has_boxes),
@@ -75,6 +79,16 @@ def case_row(r: CaseResult) -> dict:
         }
     )
     return row
+
+
+def case_line(r: CaseResult) -> str:
+    """A finished case in one line (the progress bar prints it): DSC at the first step run and at the
+    end, so a case whose clicks cost DSC stands out while the run goes on."""
+    first = r.steps[0 if r.has_boxes else 1]
+    return (
+        f"{r.name}: DSC {first.name} {first.dsc:.3f} -> {r.steps[-1].name} {r.dsc_final:.3f}, "
+        f"NSD {r.steps[-1].name} {r.nsd_final:.3f}"
+    )
 
 
 def _fmt(v) -> str:
@@ -164,6 +178,64 @@ def format_summary(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+FLOOR_METRICS = ["DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final"]
+FLOOR_PARTS = ["model", "floor", "gain"]
+FLOOR_COLUMNS = ["Modality", "Cases", *(f"{m}_{part}" for m in FLOOR_METRICS for part in FLOOR_PARTS)]
+
+
+def compare_to_floor(rows: list[dict], floor_rows: list[dict]) -> list[dict]:
+    """Per modality (and ``ALL``): each score of the submission, of the floor, and the gain.
+
+    Both summaries come from the same cases; the gain (model - floor) is what the model adds over
+    painting the box and a ball per click, which its own scores alone cannot show.
+    """
+    floor = {r["Modality"]: r for r in floor_rows}
+    out = []
+    for row in rows:
+        other = floor.get(row["Modality"], {})
+        cmp: dict = {"Modality": row["Modality"], "Cases": row["Cases"]}
+        for m in FLOOR_METRICS:
+            model, base = row[m], other.get(m, float("nan"))
+            cmp.update({f"{m}_model": model, f"{m}_floor": base, f"{m}_gain": model - base})
+        out.append(cmp)
+    return out
+
+
+def write_floor_csv(rows: list[dict], out_dir: Path) -> Path:
+    path = Path(out_dir) / "summary_vs_floor.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(FLOOR_COLUMNS)
+        for row in rows:
+            w.writerow([_fmt(row[c]) for c in FLOOR_COLUMNS])
+    return path
+
+
+def format_floor(rows: list[dict]) -> str:
+    """Fixed-width table of :func:`compare_to_floor`: one column group per metric (model, floor, gain)."""
+
+    def num(v: float, signed: bool) -> str:
+        return "nan" if math.isnan(v) else (f"{v:+.3f}" if signed else f"{v:.3f}")
+
+    keys = ["Modality", "Cases"]
+    widths = [max([len(k)] + [len(str(r[k])) for r in rows]) for k in keys]
+    groups = []
+    for m in FLOOR_METRICS:
+        cells = [[num(r[f"{m}_{p}"], p == "gain") for p in FLOOR_PARTS] for r in rows]
+        w = max([len(p) for p in FLOOR_PARTS] + [len(c) for row in cells for c in row])
+        groups.append((m, w, cells))
+    lead = "  ".join(" " * w for w in widths)
+    top = lead + "".join("   " + m.center(3 * w + 4) for m, w, _ in groups)
+    head = "  ".join(k.rjust(w) for k, w in zip(keys, widths, strict=True))
+    head += "".join("   " + "  ".join(p.rjust(w) for p in FLOOR_PARTS) for _, w, _ in groups)
+    lines = [top.rstrip(), head, "-" * len(head)]
+    for i, r in enumerate(rows):
+        line = "  ".join(str(r[k]).rjust(w) for k, w in zip(keys, widths, strict=True))
+        line += "".join("   " + "  ".join(c.rjust(w) for c in cells[i]) for _, w, cells in groups)
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def notes(results: list[CaseResult]) -> list[str]:
     """Human-readable warnings: failed steps, cases without output, budget overruns."""
     out = []
@@ -174,7 +246,7 @@ def notes(results: list[CaseResult]) -> list[str]:
             out.append(f"{r.name}: no valid output at any step: scored 0, kept (the official CSV drops it)")
         for s in r.steps:
             if s.failed:
-                out.append(f"{r.name}: step {s.step} {s.status}: {s.message}")
+                out.append(f"{r.name}: {s.name} {s.status}: {s.message}")
         if r.budget_share > 1:
             out.append(
                 f"{r.name}: {r.total_runtime:.1f} s > budget {r.runtime_upperbound} s "
@@ -192,10 +264,51 @@ def _pyplot():
     return plt
 
 
+@dataclass(frozen=True)
+class Curve:
+    """One mean line of the curves plot: the same cases at every step it covers."""
+
+    label: str
+    cases: tuple[str, ...]
+    steps: np.ndarray  # official step indices, 1 = box
+    values: np.ndarray
+
+
+def mean_curves(results: list[CaseResult], attr: str) -> list[Curve]:
+    """Mean ``dscs``/``nsds`` of the cases with boxes (from the box step) and, as a separate line,
+    of the cases without boxes (from click1, their first step).
+
+    One line over all cases would average the box point over the boxed cases only and let the
+    no-box cases join at click1: its population would change mid-way, and the drop that reads as
+    "the first click makes things worse" would be nothing but the no-box cases arriving.
+    """
+    curves = []
+    for has_boxes, label in ((True, "with boxes"), (False, "no boxes")):
+        rs = [r for r in results if r.has_boxes == has_boxes]
+        if not rs:
+            continue
+        first = 0 if has_boxes else 1
+        values = np.array([getattr(r, attr)[first:] for r in rs], dtype=float).mean(axis=0)
+        steps = np.arange(first + 1, N_STEPS + 1)
+        curves.append(Curve(f"{label} ({len(rs)})", tuple(r.name for r in rs), steps, values))
+    return curves
+
+
+def _step_axes(ax, metric: str, title: str) -> None:
+    steps = np.arange(1, N_STEPS + 1)
+    ax.set_xticks(steps, list(STEP_NAMES), rotation=30)
+    ax.set_xlabel("interaction step")
+    ax.set_ylabel(metric)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+
+
 def plot_curves(results: list[CaseResult], out_dir: Path) -> list[Path]:
     """DSC and NSD against the step, one PNG per modality and one with every modality.
 
-    Step 1 (box) is averaged over the cases that have boxes only; steps 2..6 over all cases.
+    Cases with and without boxes are separate mean lines (:func:`mean_curves`), solid and dashed.
     """
     plt = _pyplot()
     plot_dir = Path(out_dir) / "plots"
@@ -203,44 +316,36 @@ def plot_curves(results: list[CaseResult], out_dir: Path) -> list[Path]:
     groups: dict[str, list[CaseResult]] = {}
     for r in results:
         groups.setdefault(modality_of(r.name), []).append(r)
-    steps = np.arange(1, N_STEPS + 1)
-    labels = ["box"] + [f"click {i}" for i in range(1, N_STEPS)]
-
-    def mean_curve(rs: list[CaseResult], attr: str) -> np.ndarray:
-        curve = []
-        for i in range(N_STEPS):
-            vals = [getattr(r, attr)[i] for r in rs if i > 0 or r.has_boxes]
-            curve.append(np.mean(vals) if vals else np.nan)
-        return np.array(curve)
-
+    metrics = (("dscs", "DSC"), ("nsds", "NSD"))
     paths = []
-    fig_all, axes_all = plt.subplots(1, 2, figsize=(11, 4))
-    for mod, rs in sorted(groups.items()):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, attr, title in zip(axes, ("dscs", "nsds"), ("DSC", "NSD"), strict=True):
+    fig_all, axes_all = plt.subplots(1, 2, figsize=(11, 4.5))
+    for colour, (mod, rs) in enumerate(sorted(groups.items())):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        for ax, ax_all, (attr, metric) in zip(axes, axes_all, metrics, strict=True):
             for r in rs:
-                ys = np.array(getattr(r, attr), dtype=float)
-                xs = steps if r.has_boxes else steps[1:]
-                ax.plot(xs, ys if r.has_boxes else ys[1:], color="0.75", lw=0.8)
-            ax.plot(steps, mean_curve(rs, attr), "o-", color="C0", lw=2, label=f"mean of {len(rs)}")
-            ax.set_xticks(steps, labels, rotation=30)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"{mod}: {title} per step")
-            ax.grid(alpha=0.3)
-            ax.legend(loc="lower right")
+                first = 0 if r.has_boxes else 1
+                ys = np.array(getattr(r, attr), dtype=float)[first:]
+                ax.plot(
+                    np.arange(first + 1, N_STEPS + 1),
+                    ys,
+                    color="0.75",
+                    lw=0.8,
+                    ls="-" if r.has_boxes else "--",
+                )
+            for curve in mean_curves(rs, attr):
+                style = "o-" if curve.steps[0] == 1 else "s--"
+                ax.plot(curve.steps, curve.values, style, color="C0", lw=2, label=f"mean, {curve.label}")
+                ax_all.plot(
+                    curve.steps, curve.values, style, color=f"C{colour}", label=f"{mod}, {curve.label}"
+                )
+            _step_axes(ax, metric, f"{mod}: {metric} per step (grey: one case)")
         fig.tight_layout()
         path = plot_dir / f"curves_{mod}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
-        for ax, attr in zip(axes_all, ("dscs", "nsds"), strict=True):
-            ax.plot(steps, mean_curve(rs, attr), "o-", label=f"{mod} ({len(rs)})")
-    for ax, title in zip(axes_all, ("DSC", "NSD"), strict=True):
-        ax.set_xticks(steps, labels, rotation=30)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"mean {title} per step and modality")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+    for ax, (_, metric) in zip(axes_all, metrics, strict=True):
+        _step_axes(ax, metric, f"mean {metric} per step and modality")
     fig_all.tight_layout()
     path = plot_dir / "curves_all.png"
     fig_all.savefig(path, dpi=90)
@@ -258,48 +363,66 @@ def middle_slice(gts: np.ndarray) -> int:
 def plot_case(
     r: CaseResult, imgs: np.ndarray, gts: np.ndarray, out_dir: Path, boxes: np.ndarray | None = None
 ) -> Path:
-    """Middle slice at the first step run (box step when there are boxes) and at the final step."""
+    """Middle slice at the first step run (box step when there are boxes) and at the final step.
+
+    Object k (label k, ``boxes[k - 1]``, ``clicks[k - 1]``) has one colour in every panel; the legend
+    maps the colours of the objects drawn on this slice to their labels.
+    """
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     case_dir = Path(out_dir) / "plots" / "cases"
     case_dir.mkdir(parents=True, exist_ok=True)
     z = middle_slice(gts)
     classes = [int(c) for c in np.unique(gts) if c != 0]
     cmap = plt.get_cmap("tab20")
+
+    def colour(label: int) -> tuple:
+        return cmap((label - 1) % 20)
+
     sp = np.asarray(r.spacing, dtype=float).ravel()
     aspect = float(sp[1] / sp[0]) if sp.size >= 2 and sp[0] > 0 else 1.0  # stored (x, y, z)
-    first_label = "box step" if r.has_boxes else "click 1 (no boxes)"
+    first = r.steps[0 if r.has_boxes else 1]
+    first_label = first.name if r.has_boxes else f"{first.name} (no boxes)"
     panels = [
-        (r.first_segs, f"{first_label}: DSC {r.steps[0 if r.has_boxes else 1].dsc:.3f}", False),
-        (r.final_segs, f"final (click 5): DSC {r.dsc_final:.3f} NSD {r.nsd_final:.3f}", True),
+        (r.first_segs, f"{first_label}: DSC {first.dsc:.3f}", False),
+        (r.final_segs, f"final ({r.steps[-1].name}): DSC {r.dsc_final:.3f} NSD {r.nsd_final:.3f}", True),
     ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
     for ax, (segs, title, show_clicks) in zip(axes, panels, strict=True):
         ax.imshow(imgs[z], cmap="gray", aspect=aspect, interpolation="nearest")
-        for k, cls in enumerate(classes):
-            color = cmap(k % 20)
+        for cls in classes:
             g = gts[z] == cls
             if g.any():
-                ax.contour(g, levels=[0.5], colors=[color], linewidths=1.2)
+                ax.contour(g, levels=[0.5], colors=[colour(cls)], linewidths=1.2)
             if segs is not None:
                 p = segs[z] == cls
                 if p.any():
-                    ax.contour(p, levels=[0.5], colors=[color], linewidths=1.2, linestyles="dashed")
+                    ax.contour(p, levels=[0.5], colors=[colour(cls)], linewidths=1.2, linestyles="dashed")
         if not show_clicks and boxes is not None:
             for k, box in enumerate(boxes):
                 if int(box["z_min"]) <= z <= int(box["z_max"]):
                     x0, y0 = int(box["z_mid_x_min"]), int(box["z_mid_y_min"])
                     w, h = int(box["z_mid_x_max"]) - x0, int(box["z_mid_y_max"]) - y0
-                    ax.add_patch(plt.Rectangle((x0, y0), w, h, fill=False, ec=cmap(k % 20), lw=0.8, ls=":"))
+                    ax.add_patch(plt.Rectangle((x0, y0), w, h, fill=False, ec=colour(k + 1), lw=0.8, ls=":"))
         if show_clicks:
             for k, entry in enumerate(r.clicks):
                 for kind, marker in (("fg", "+"), ("bg", "x")):
                     for c in entry.get(kind, []):
                         if int(c[0]) == z:
-                            ax.plot(int(c[2]), int(c[1]), marker, color=cmap(k % 20), ms=10, mew=2)
+                            ax.plot(int(c[2]), int(c[1]), marker, color=colour(k + 1), ms=10, mew=2)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     fig.suptitle(f"{r.name}  slice z={z}  (GT solid, prediction dashed, + fg / x bg clicks)", fontsize=9)
-    fig.tight_layout()
+    shown = [
+        c
+        for c in classes
+        if any((m[z] == c).any() for m in (gts, r.first_segs, r.final_segs) if m is not None)
+    ]
+    handles = [Line2D([], [], color=colour(c), lw=2, label=f"object {c}") for c in shown]
+    if handles:
+        fig.legend(handles=handles, loc="center right", fontsize=7, ncol=1 + len(handles) // 25)
+    fig.tight_layout(rect=(0, 0, 0.86 - 0.06 * (len(handles) // 25), 1))
     path = case_dir / f"{Path(r.name).stem}.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)

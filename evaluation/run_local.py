@@ -6,7 +6,11 @@ Usage (``bash evaluation/run_local.sh`` passes its arguments here)::
     python -m evaluation.run_local IMGS_DIR GTS_DIR [OUT_DIR]   # validation layout
     python -m evaluation.run_local DIR [OUT_DIR]           # DIR/imgs + DIR/gts
     python -m evaluation.run_local TRAIN_DIR [- OUT_DIR]   # training files (gts inside)
-    ... [--submission DIR] [--step-timeout S] [--cases GLOB] [--limit N] [--no-plots]
+    ... [--submission DIR] [--step-timeout S] [--cases GLOB] [--limit N] [--no-plots] [--no-floor]
+
+The box-prism floor (evaluation/baselines/box_prism: the box painted, a ball per click) is scored
+on the same cases into OUT_DIR/floor and printed beside the submission (OUT_DIR/summary_vs_floor.csv),
+so the run shows what the model adds; ``--no-floor`` skips it.
 
 Training-layout files (``gts`` inside the image file) are split first into OUT_DIR/split/imgs
 and OUT_DIR/split/gts (labels relabelled sequentially, boxes by the organisers' rule unless
@@ -35,6 +39,7 @@ from evaluation.protocol import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FLOOR = REPO_ROOT / "evaluation" / "baselines" / "box_prism"
 DEFAULT_OUT = Path("eval_out")
 
 
@@ -128,6 +133,7 @@ def evaluate(
     plots: bool = True,
     save_segs: bool = True,
     progress: bool = True,
+    desc: str = "evaluating",
 ) -> list[CaseResult]:
     """Run every case of imgs_dir through the protocol and write the report into out_dir."""
     out_dir = Path(out_dir)
@@ -147,7 +153,7 @@ def evaluate(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, unit="step", desc="evaluating", file=sys.stderr)
+        bar = tqdm(total=total_steps, unit="step", desc=desc, file=sys.stderr)
     results: list[CaseResult] = []
     for name in names:
         case_file, gts_file = Path(imgs_dir) / name, Path(gts_dir) / name
@@ -157,9 +163,7 @@ def evaluate(
         def on_step(step: StepResult, _name=name) -> None:
             if bar is not None and step.status != "skipped":
                 bar.update(1)
-                bar.set_postfix_str(
-                    f"{_name} step {step.step} {step.status} DSC {step.dsc:.3f}", refresh=False
-                )
+                bar.set_postfix_str(f"{_name} {step.name} {step.status} DSC {step.dsc:.3f}", refresh=False)
 
         try:
             result, all_segs = run_case(
@@ -177,8 +181,9 @@ def evaluate(
             with contextlib.suppress(Exception):
                 spacing = load_npz(case_file).get("spacing", spacing)
             result, all_segs = _failed_case(name, gts_file, spacing, f"{type(exc).__name__}: {exc}"), []
-            if bar is not None:
-                bar.write(f"[ERROR] {name}: {result.error}")
+        if bar is not None:  # the postfix is overwritten by the next case: the outcome stays above the bar
+            outcome = f"ERROR {name}: {result.error}" if result.error else report.case_line(result)
+            bar.write(f"[{desc}] {outcome}")
         results.append(result)
         if save_segs and result.final_segs is not None:
             seg_dir = out_dir / "segs"
@@ -210,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default=None, help="only case files matching this glob")
     ap.add_argument("--limit", type=int, default=None, help="only the first N cases")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument(
+        "--no-floor", action="store_true", help="do not score the box-prism floor beside the submission"
+    )
     ap.add_argument("--no-save-segs", action="store_true", help="do not keep OUT_DIR/segs/<case>.npz")
     ap.add_argument("--no-boxes", action="store_true", help="training layout: split without boxes")
     ap.add_argument("--demo-n", type=int, default=4, help="number of demo cases")
@@ -233,21 +241,50 @@ def main(argv: list[str] | None = None) -> int:
         plots=not args.no_plots,
         save_segs=not args.no_save_segs,
         progress=not args.no_progress,
+        desc="submission",
     )
+    seconds = time.perf_counter() - t0
     csv_path = report.write_metrics_csv(results, out_dir)
     rows = report.summarize(results)
     summary_path = report.write_summary_csv(rows, out_dir)
+    floor_results, comparison, floor_path = [], None, None
+    if not args.no_floor and submission != FLOOR.resolve():
+        floor_results = evaluate(
+            imgs_dir,
+            gts_dir,
+            out_dir / "floor",
+            FLOOR,
+            step_timeout=args.step_timeout,
+            cases=args.cases,
+            limit=args.limit,
+            plots=False,
+            save_segs=False,
+            progress=not args.no_progress,
+            desc="box-prism floor",
+        )
+        floor_rows = report.summarize(floor_results)
+        report.write_summary_csv(floor_rows, out_dir / "floor")
+        comparison = report.compare_to_floor(rows, floor_rows)
+        floor_path = report.write_floor_csv(comparison, out_dir)
     plot_paths = report.plot_curves(results, out_dir) if not args.no_plots else []
     print()
     print(f"submission: {submission}")
-    print(f"{len(results)} cases from {imgs_dir} in {time.perf_counter() - t0:.1f} s")
+    print(f"{len(results)} cases from {imgs_dir} in {seconds:.1f} s")
     print()
     print(report.format_summary(rows))
     for line in report.notes(results):
         print(f"[note] {line}")
+    if comparison is not None:
+        print()
+        print("beside the box-prism floor (box painted, a ball per click; gain = submission - floor):")
+        print(report.format_floor(comparison))
+        for line in report.notes(floor_results):
+            print(f"[note] floor: {line}")
     print()
     print(f"per-case metrics: {csv_path}")
     print(f"summary:          {summary_path}")
+    if floor_path is not None:
+        print(f"vs floor:         {floor_path} (floor run: {out_dir / 'floor'})")
     if plot_paths:
         print(f"curves:           {out_dir / 'plots'} ({', '.join(p.name for p in plot_paths)})")
         print(f"case overlays:    {out_dir / 'plots' / 'cases'}")

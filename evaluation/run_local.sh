@@ -5,7 +5,9 @@
 #   bash evaluation/run_local.sh IMGS_DIR GTS_DIR [OUT_DIR]       # validation layout
 #   bash evaluation/run_local.sh DIR [OUT_DIR]                    # DIR/imgs + DIR/gts
 #   bash evaluation/run_local.sh TRAIN_DIR - [OUT_DIR]            # training files (gts inside)
-#   ... [--submission DIR] [--step-timeout S] [--cases GLOB] [--limit N] [--no-plots]
+#   ... [--submission DIR] [--step-timeout S] [--cases GLOB] [--limit N] [--no-plots] [--no-floor]
+#
+# The box-prism floor is scored beside the submission unless --no-floor (see evaluation/run_local.py).
 #
 # Environment: PYTHON (default: python3, else python).
 set -eu

@@ -22,8 +22,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+from model.training.data import empty_roots
+
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("DSC_1", "DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final")
+
+
+def check_roots(split_roots: list[Path], heldout_roots: list[Path]) -> None:
+    """Exit with one line when a root holds no imgs/*.npz + gts/ (e.g. a clone without ../shared/data):
+    otherwise nothing is linked and run_local fails later with a traceback that hides why."""
+    roots = [("--split-root", r) for r in split_roots] + [("--heldout-root", r) for r in heldout_roots]
+    if not roots:
+        raise SystemExit("validate_split: give at least one --split-root or --heldout-root")
+    bad = []
+    for flag, root in roots:
+        if not root.is_dir():
+            problems = ["missing"]
+        else:
+            problems = [f"imgs/ {why}" for _, why in empty_roots([root / "imgs"])]
+            problems += [] if (root / "gts").is_dir() else ["gts/ missing"]
+        if problems:
+            bad.append(f"{flag} {root} ({', '.join(problems)})")
+    if bad:
+        raise SystemExit(
+            f"validate_split: no cases in {'; '.join(bad)}. Each root must hold imgs/<case>.npz and "
+            "gts/<case>.npz (the validation layout, as evaluation.make_cases writes it); the README's "
+            "command uses this project's ../shared/data/extra and ../shared/data/cases (README, 'Data')"
+        )
 
 
 def link_cases(out: Path, split_roots: list[Path], split_file: Path | None, heldout_roots: list[Path]) -> int:
@@ -98,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args(argv)
 
+    check_roots(args.split_root, args.heldout_root)
     cases = args.out / "cases"
     n = link_cases(cases, args.split_root, args.split, args.heldout_root)
+    if n == 0:
+        raise SystemExit(f"validate_split: no case of the roots matches the split file {args.split}")
     print(f"{n} held-out cases linked into {cases}")
     env = dict(os.environ)
     if args.weights:
@@ -118,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             "--submission",
             str(submission),
             "--no-progress",
+            "--no-floor",  # the box prism is scored here as a run of its own (OUT/box_prism)
         ]
         if name != "model":
             cmd.append("--no-plots")
-        subprocess.run(cmd, cwd=REPO, env=env, check=True)
+        if subprocess.run(cmd, cwd=REPO, env=env).returncode != 0:
+            raise SystemExit(f"validate_split: the {name} run failed (its messages are above)")
     model = read_metrics(args.out / "model" / "metrics.csv")
     baseline = None if args.no_baseline else read_metrics(args.out / "box_prism" / "metrics.csv")
     table, data = compare(model, baseline)

@@ -122,14 +122,15 @@ class Case:
 
     @property
     def step(self) -> str:
-        """``"box"`` at the box step, else ``"click t"`` (t = clicks so far per class, ``None`` included)."""
+        """``"box"`` at the box step, else ``"click<t>"`` (t = clicks so far per class, ``None`` included):
+        the step names of the local evaluation's logs and plots."""
         if not self.clicks:
             return "box"
         if self.clicks_order:
             t = len(self.clicks_order[0])
         else:
             t = max(len(c["fg"]) + len(c["bg"]) for c in self.clicks)
-        return f"click {t}"
+        return f"click{t}"
 
 
 # --------------------------------------------------------------------------------------------- read

@@ -97,7 +97,7 @@ def test_click_step_with_boxes_u2_clicks_order(tmp_path):
     assert case.clicks_order == order
     assert case.prev_pred.dtype == np.uint8 and np.array_equal(case.prev_pred, prev)
     assert case.n_classes == 2
-    assert case.step == "click 2"
+    assert case.step == "click2"
 
 
 def test_click_step_without_boxes_object_clicks_order_with_none(tmp_path):
@@ -119,7 +119,7 @@ def test_click_step_without_boxes_object_clicks_order_with_none(tmp_path):
     assert case.imgs.dtype == np.float32  # kept as stored
     assert case.clicks_order == order
     assert case.n_classes == 3
-    assert case.step == "click 2"
+    assert case.step == "click2"
 
 
 def test_first_click_step_of_a_no_box_case(tmp_path):
@@ -133,7 +133,7 @@ def test_first_click_step_of_a_no_box_case(tmp_path):
         prev_pred=np.zeros(SHAPE, np.uint8),
     )
     case = read_case(p)
-    assert case.step == "click 1" and case.n_classes == 1 and case.imgs.dtype == np.int16
+    assert case.step == "click1" and case.n_classes == 1 and case.imgs.dtype == np.int16
 
 
 def test_ragged_clicks_order_and_uint16_prev_pred(tmp_path):
@@ -153,7 +153,7 @@ def test_ragged_clicks_order_and_uint16_prev_pred(tmp_path):
     case = read_case(p)
     assert case.clicks_order == [["fg", "bg", None], ["fg"]]
     assert case.prev_pred.dtype == np.uint8 and case.prev_pred[0, 0, 0] == 2
-    assert case.step == "click 3"
+    assert case.step == "click3"
 
 
 def test_object_array_of_dicts_and_gts_never_read(tmp_path, monkeypatch):

@@ -130,7 +130,7 @@ def test_every_case_gets_an_output(tmp_path, caplog):
     lines = _info_lines(caplog)
     assert len(lines) == 3  # exactly one INFO line per case
     assert lines[0].startswith("CT_a classes=2 step=box seconds=") and "device=cpu" in lines[0]
-    assert lines[2].startswith("MR_c classes=1 step=click 2 seconds=")
+    assert lines[2].startswith("MR_c classes=1 step=click2 seconds=")
 
 
 def test_deadline_is_90s_per_class_over_6_runs(tmp_path, caplog):

@@ -143,7 +143,7 @@ def test_predict_sh_end_to_end_on_real_cases(tmp_path):
     res = _run_predict_sh(click_in, click_out)
     assert res.returncode == 0, res.stderr[-4000:]
     _check_outputs(click_in, click_out)
-    assert res.stderr.count(" step=click 1 ") == len(sources), res.stderr[-4000:]
+    assert res.stderr.count(" step=click1 ") == len(sources), res.stderr[-4000:]
 
 
 def test_predict_sh_refuses_an_output_folder_that_is_the_input(tmp_path):

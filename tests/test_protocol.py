@@ -13,7 +13,7 @@ import pytest
 from evaluation import run_local
 from evaluation.demo_cases import make_demo_cases
 from evaluation.metrics import dice
-from evaluation.protocol import load_npz, prepare_run_dirs, run_case, write_click_input
+from evaluation.protocol import STEP_NAMES, load_npz, prepare_run_dirs, run_case, write_click_input
 from model.boxes import box_prism
 
 PREDICTOR = r"""
@@ -86,7 +86,15 @@ def test_full_run_on_two_synthetic_cases(tmp_path, cases):
     sub, log = make_submission(tmp_path, "box")
     out = tmp_path / "out"
     rc = run_local.main(
-        [str(cases / "imgs"), str(cases / "gts"), str(out), "--submission", str(sub), "--no-progress"]
+        [
+            str(cases / "imgs"),
+            str(cases / "gts"),
+            str(out),
+            "--submission",
+            str(sub),
+            "--no-progress",
+            "--no-floor",
+        ]
     )
     assert rc == 0
     rows = _rows(out / "metrics.csv")
@@ -149,8 +157,12 @@ def test_stale_output_is_flagged_and_rescored_as_the_official(tmp_path, cases):
     run_dir = tmp_path / "run"
     prepare_run_dirs(run_dir)
     name = "SynA_demo00.npz"
-    res, _ = run_case(cases / "imgs" / name, cases / "gts" / name, run_dir, sub)
+    res, _ = run_case(cases / "imgs" / name, cases / "gts" / name, run_dir, sub, log_dir=tmp_path)
     assert [s.status for s in res.steps] == ["ok", "ok", "ok", "stale", "stale", "stale"]
+    assert [s.name for s in res.steps] == list(STEP_NAMES) == ["box"] + [f"click{i}" for i in range(1, 6)]
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == sorted(
+        f"SynA_demo00_{n}.log" for n in STEP_NAMES
+    )
     assert res.failed_steps == [4, 5, 6]
     # the step-3 file stays in outputs/ and is scored again, as the official script does
     assert res.steps[3].dsc == res.steps[2].dsc == res.steps[5].dsc
@@ -162,10 +174,10 @@ def test_case_without_any_output_scores_zero_and_stays(tmp_path, cases):
     out = tmp_path / "out"
     run_local.main(
         [str(cases / "imgs"), str(cases / "gts"), str(out), "--submission", str(sub), "--no-progress",
-         "--no-plots", "--cases", "SynB*"]
+         "--no-plots", "--no-floor", "--cases", "SynB*"]
     )  # fmt: skip
     (row,) = _rows(out / "metrics.csv")
-    assert row["No_Output"] == "1" and row["Failed_Steps"] == "2;3;4;5;6"
+    assert row["No_Output"] == "1" and row["Failed_Steps"] == "click1;click2;click3;click4;click5"
     assert float(row["DSC_AUC"]) == 0 and float(row["DSC_Final"]) == 0
 
 

@@ -66,7 +66,7 @@ def test_metrics_csv_has_the_official_columns_first_then_extras(tmp_path):
     assert float(a["DSC_AUC"]) == pytest.approx(0.6 / 2 + 0.7 + 0.8 + 0.9 + 1.0 / 2)
     assert float(a["TotalRunningTime"]) == 35 and a["runtime_upperbound"] == "180"
     assert float(a["BudgetShare"]) == pytest.approx(35 / 180)
-    assert b["Failed_Steps"] == "4;5;6" and b["Over_Budget"] == "1" and b["Has_Boxes"] == "0"
+    assert b["Failed_Steps"] == "click3;click4;click5" and b["Over_Budget"] == "1" and b["Has_Boxes"] == "0"
     assert c["No_Output"] == "1" and float(c["DSC_Final"]) == 0.0  # kept in the table with zeros
 
 
@@ -82,13 +82,95 @@ def test_summary_per_modality_counts_failures_and_zero_cases():
     assert text.splitlines()[0].split()[:3] == ["Modality", "Cases", "DSC_AUC"]
     assert len(text.splitlines()) == 5
     notes = "\n".join(report.notes(_results()))
-    assert "CT_b.npz: step 4 stale" in notes and "MR_c.npz: no valid output" in notes and "budget" in notes
+    assert "CT_b.npz: click3 stale" in notes and "MR_c.npz: no valid output" in notes and "budget" in notes
 
 
 def test_modality_is_the_name_prefix():
     assert report.modality_of("CT_AbdomenCT1K_0001.npz") == "CT"
     assert report.modality_of("Microscopy_nucmm_x.npz") == "Microscopy"
     assert report.modality_of("/a/b/MR_x.npz") == "MR"
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the report draws, kept open (``plt.close`` recorded instead) to read their data."""
+    import matplotlib.pyplot as plt
+
+    close, figures = plt.close, []
+    monkeypatch.setattr(plt, "close", figures.append)
+    yield figures
+    for fig in figures:
+        close(fig)
+
+
+def _with_second_nobox_case():
+    d = _result("CT_d.npz", [0, 0.4, 0.5, 0.6, 0.6, 0.6], [0, 0.3, 0.4, 0.5, 0.5, 0.5], [0] + [5] * 5)
+    d.has_boxes = False
+    return [*_results(), d]
+
+
+def test_mean_curves_keep_one_population_per_line():
+    results = _with_second_nobox_case()
+    for attr in ("dscs", "nsds"):
+        boxed, nobox = report.mean_curves(results, attr)
+        assert boxed.cases == ("CT_a.npz", "MR_c.npz") and boxed.label == "with boxes (2)"
+        assert nobox.cases == ("CT_b.npz", "CT_d.npz") and nobox.label == "no boxes (2)"
+        assert list(boxed.steps) == [1, 2, 3, 4, 5, 6] and list(nobox.steps) == [2, 3, 4, 5, 6]
+        by_name = {r.name: r for r in results}
+        for curve in (boxed, nobox):
+            rows = np.array([getattr(by_name[n], attr) for n in curve.cases])[:, curve.steps - 1]
+            np.testing.assert_allclose(curve.values, rows.mean(axis=0))  # the same cases at every step
+    only_boxed = report.mean_curves(results[:1], "dscs")
+    assert [c.label for c in only_boxed] == ["with boxes (1)"]
+
+
+def test_curves_plot_draws_the_population_lines_with_labelled_axes(tmp_path, drawn):
+    results = _with_second_nobox_case()
+    report.plot_curves(results, tmp_path)
+    ct, mr, everything = drawn
+    for ax, attr, metric in zip(ct.axes, ("dscs", "nsds"), ("DSC", "NSD"), strict=True):
+        assert ax.get_xlabel() == "interaction step" and ax.get_ylabel() == metric
+        assert [t.get_text() for t in ax.get_xticklabels()] == [
+            "box",
+            "click1",
+            "click2",
+            "click3",
+            "click4",
+            "click5",
+        ]
+        means = {line.get_label(): line for line in ax.get_lines() if line.get_label().startswith("mean")}
+        assert sorted(means) == ["mean, no boxes (2)", "mean, with boxes (1)"]
+        boxed, nobox = means["mean, with boxes (1)"], means["mean, no boxes (2)"]
+        assert list(boxed.get_xdata()) == [1, 2, 3, 4, 5, 6]
+        np.testing.assert_allclose(boxed.get_ydata(), getattr(results[0], attr))
+        assert list(nobox.get_xdata()) == [2, 3, 4, 5, 6]
+        np.testing.assert_allclose(
+            nobox.get_ydata(), np.mean([getattr(results[i], attr)[1:] for i in (1, 3)], axis=0)
+        )
+    assert sorted(
+        line.get_label() for line in mr.axes[0].get_lines() if line.get_label().startswith("mean")
+    ) == ["mean, with boxes (1)"]
+    labels = sorted(line.get_label() for line in everything.axes[1].get_lines())
+    assert labels == ["CT, no boxes (2)", "CT, with boxes (1)", "MR, with boxes (1)"]
+    assert everything.axes[1].get_ylabel() == "NSD"
+
+
+def test_case_overlay_legend_maps_colours_to_objects(tmp_path, drawn):
+    import matplotlib.pyplot as plt
+
+    gts = np.zeros((6, 20, 20), np.uint8)
+    gts[1:5, 4:10, 4:10] = 1
+    gts[2:4, 12:16, 12:16] = 3  # object 2 is not on the middle slice (nor anywhere)
+    r = _results()[0]
+    r.first_segs, r.final_segs = gts.copy(), gts.copy()
+    report.plot_case(r, np.zeros(gts.shape, np.uint8), gts, tmp_path)
+    (fig,) = drawn
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["object 1", "object 3"]
+    cmap = plt.get_cmap("tab20")
+    assert [h.get_color() for h in legend.legend_handles] == [cmap(0), cmap(2)]
+    contour_colours = {tuple(c) for ax in fig.axes for coll in ax.collections for c in coll.get_edgecolor()}
+    assert contour_colours == {cmap(0), cmap(2)}  # the colours the legend names are the ones drawn
 
 
 def test_plots_are_written(tmp_path):
@@ -121,3 +203,9 @@ def test_plots_are_written(tmp_path):
     path = report.plot_case(r, np.zeros(gts.shape, np.uint8), gts, tmp_path, boxes=boxes)
     assert path.name == "CT_a.png" and path.stat().st_size > 1000
     assert report.middle_slice(gts) == 3  # labelled slices 1..4 -> median of unique = 3
+
+
+def test_case_line_shows_first_and_final_dsc_with_the_step_names():
+    a, b, _ = _results()
+    assert report.case_line(a) == "CT_a.npz: DSC box 0.500 -> click5 1.000, NSD click5 0.900"
+    assert report.case_line(b) == "CT_b.npz: DSC click1 0.200 -> click5 0.200, NSD click5 0.000"

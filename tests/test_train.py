@@ -151,3 +151,15 @@ def test_click_loss_weights_the_clicked_region() -> None:
     click_loss(logits2, target, torch.zeros_like(target), click_weight=5.0).backward()
     g2 = logits2.grad.abs()[0]
     assert torch.allclose(g2[2:4, 2:6, 2:6].mean(), g2[4:6, 2:6, 2:6].mean())  # no click: no bias
+
+
+def test_run_without_real_data_warns_and_trains_on_synthetic(tmp_path, tiny_train_config, capsys) -> None:
+    """A clone without ../shared/data: one warning line per config key, then synthetic-only training."""
+    missing = tmp_path / "shared" / "data" / "extra" / "train"
+    cfg = _setup(tiny_train_config, steps=1)
+    cfg.roots, cfg.val_roots, cfg.p_synthetic = [str(missing)], [str(missing)], 0.3
+    run = train(cfg, resume=False)
+    err = capsys.readouterr().err
+    assert f"warning: no cases in config key 'roots' (synthetic data only): {missing} (missing)" in err
+    assert "config key 'val_roots'" in err
+    assert (run / "last.pt").exists()

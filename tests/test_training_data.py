@@ -8,7 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from model.training.data import Volume, find_cases, load_volume, split_cases
+from model.training.data import (
+    Volume,
+    empty_roots,
+    find_cases,
+    load_volume,
+    roots_warning,
+    split_cases,
+    warn_empty_roots,
+)
 
 
 def _write(path, imgs, gts, spacing=None) -> None:
@@ -112,3 +120,38 @@ def test_split_cases(tree, tmp_path) -> None:
     split.write_text(json.dumps({"val_substrings": []}))
     train, val = split_cases(files, split)
     assert train == files and val == []
+
+
+def test_empty_roots_names_missing_and_caseless_folders(tree, tmp_path) -> None:
+    root, flat = tree
+    (tmp_path / "hollow").mkdir()
+    assert empty_roots([root, flat]) == []
+    assert empty_roots([root, tmp_path / "nowhere", str(tmp_path / "hollow")]) == [
+        (tmp_path / "nowhere", "missing"),
+        (tmp_path / "hollow", "no .npz"),
+    ]
+
+
+def test_roots_warning_is_one_line_naming_the_roots_and_the_key(tree, tmp_path) -> None:
+    root, _ = tree
+    missing = str(tmp_path / "shared" / "data" / "extra" / "train")
+    assert roots_warning("roots", [str(root)]) is None
+    assert roots_warning("roots", []) is None  # no roots on purpose: synthetic only, nothing to warn
+    alone = roots_warning("roots", [missing])
+    assert alone is not None and "\n" not in alone
+    assert alone.startswith("warning: no cases in config key 'roots' (synthetic data only)")
+    assert f"{missing} (missing)" in alone and "Set 'roots' to" in alone
+    partial = roots_warning("roots", [str(root), missing])
+    assert partial is not None and "synthetic data only" not in partial and missing in partial
+    val = roots_warning("val_roots", [missing])
+    assert val is not None and "'val_roots'" in val and "synthetic data only" not in val
+    assert "3D_train_npz" in alone and "3D_train_npz" not in val  # the training coreset is no val root
+
+
+def test_warn_empty_roots_prints_one_line_per_key(tree, tmp_path, capsys) -> None:
+    root, _ = tree
+    warn_empty_roots({"roots": [str(tmp_path / "a")], "val_roots": [str(tmp_path / "b")], "x": [str(root)]})
+    out = capsys.readouterr()
+    assert out.out == ""
+    lines = out.err.splitlines()
+    assert len(lines) == 2 and "'roots'" in lines[0] and "'val_roots'" in lines[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.validate_split import COLUMNS, compare, link_cases, read_metrics
+from evaluation.validate_split import COLUMNS, compare, link_cases, main, read_metrics
 
 
 def _root(tmp: Path, name: str, cases: list[str]) -> Path:
@@ -52,3 +52,25 @@ def test_compare_means_and_table(tmp_path) -> None:
     assert "| a | 0.500" in table and "| **mean (2)** | 0.750" in table
     table, data = compare(read_metrics(tmp_path / "m.csv"), None)
     assert "box_prism_mean" not in data and "prism" not in table
+
+
+def test_missing_roots_exit_with_one_line_naming_them(tmp_path, capsys) -> None:
+    """A clone without ../shared/data: one line naming each empty root, no traceback, no run."""
+    extra = _root(tmp_path, "extra", ["CT_A_001"])
+    (tmp_path / "hollow" / "imgs").mkdir(parents=True)
+    missing = tmp_path / "shared" / "data" / "cases"
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--split-root", str(extra), "--heldout-root", str(missing)]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--heldout-root", str(tmp_path / "hollow")])
+    message = str(exc.value.code)
+    assert "\n" not in message and message.startswith("validate_split: no cases in ")
+    assert f"--heldout-root {missing} (missing)" in message
+    assert f"--heldout-root {tmp_path / 'hollow'} (imgs/ no .npz, gts/ missing)" in message
+    assert str(extra) not in message and "imgs/<case>.npz" in message
+    assert not out.exists()
+    with pytest.raises(SystemExit, match="no case of the roots matches the split file"):
+        main(["--out", str(out), "--split-root", str(extra)])
+    with pytest.raises(SystemExit, match="at least one"):
+        main(["--out", str(out)])
+    assert capsys.readouterr().out == ""

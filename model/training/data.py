@@ -8,6 +8,8 @@ work. Labels are relabelled sequentially as the organisers do before they make b
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,44 @@ def find_cases(roots: list[Path]) -> list[Path]:
     for root in roots:
         files += sorted(Path(root).rglob("*.npz"))
     return sorted(files, key=lambda p: p.name)
+
+
+def empty_roots(roots: Iterable[str | Path]) -> list[tuple[Path, str]]:
+    """(root, "missing" | "no .npz") for each root that yields no case.
+
+    `find_cases` quietly returns nothing for such a root, so a mistyped path or a clone without
+    ../shared/data would otherwise train on synthetic data alone without a word.
+    """
+    out = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            out.append((root, "missing"))
+        elif next(root.rglob("*.npz"), None) is None:
+            out.append((root, "no .npz"))
+    return out
+
+
+def roots_warning(key: str, roots: list[str] | list[Path]) -> str | None:
+    """One line naming the config key's roots that hold no case and how to point it at real data,
+    or None when every root holds cases."""
+    empty = empty_roots(roots)
+    if not empty:
+        return None
+    what = ", ".join(f"{root} ({why})" for root, why in empty)
+    alone = " (synthetic data only)" if len(empty) == len(roots) and key == "roots" else ""
+    example = ", e.g. the official 3D_train_npz_random_10percent_16G" if key == "roots" else ""
+    return (
+        f"warning: no cases in config key '{key}'{alone}: {what}. Set '{key}' to folders of "
+        f"<modality>/<dataset>/<case>.npz files with imgs, gts, spacing{example} (README, 'Data')"
+    )
+
+
+def warn_empty_roots(config_roots: dict[str, list[str]]) -> None:
+    """Print `roots_warning` for each config key (e.g. roots, val_roots) to stderr."""
+    for key, roots in config_roots.items():
+        message = roots_warning(key, roots)
+        if message:
+            print(message, file=sys.stderr)
 
 
 def load_volume(path: Path) -> Volume:

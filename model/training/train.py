@@ -35,7 +35,7 @@ from model.network import ResEncUNet
 from model.prompts import ClassPrompts
 from model.synthetic import synth_case
 from model.training.corrupt import error_component
-from model.training.data import Volume, find_cases, load_volume, split_cases
+from model.training.data import Volume, find_cases, load_volume, split_cases, warn_empty_roots
 from model.training.sampler import Sample, make_sample, next_click
 from model.training.stream import ItemStream, Pool, StreamConfig, collate, encode_sample
 
@@ -342,6 +342,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     torch.manual_seed(cfg.seed + rank + seen)
     rng = np.random.default_rng([cfg.seed, rank, seen])
 
+    if rank == 0:
+        warn_empty_roots({"roots": cfg.roots, "val_roots": cfg.val_roots})
     files = find_cases([Path(r) for r in cfg.roots])
     train_files, val_files = split_cases(files, Path(cfg.split_file))
     val_files += find_cases([Path(r) for r in cfg.val_roots if Path(r).exists()])
