@@ -8,7 +8,8 @@ Everything that can vary between the organisers' files is accepted:
 * ``imgs`` of any numeric dtype (kept as stored: no copy, no float conversion, so a
   1456x590x556 volume costs its stored size and no more);
 * ``spacing`` as any numeric array of length 3 (x,y,z); missing or bad entries fall back to 1.0;
-* ``boxes`` / ``clicks`` as object arrays (or lists) of dicts with ``np.int64`` or int values;
+* ``boxes`` / ``clicks`` as object arrays (or lists) of dicts with ``np.int64`` or int values
+  (boxes come out as :class:`model.boxes.Box`);
 * ``clicks_order`` as a ``<U2`` array (N, t), an object array with ``None`` entries, or ragged lists;
 * ``prev_pred`` of any integer dtype (uint8, uint16 ...), returned as uint8.
 
@@ -23,16 +24,17 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model.boxes import BOX_KEYS, Box
+
 log = logging.getLogger(__name__)
 
-BOX_KEYS = ("z_min", "z_max", "z_mid", "z_mid_x_min", "z_mid_y_min", "z_mid_x_max", "z_mid_y_max")
 # axis of the volume each box key indexes (z=0, y=1, x=2)
 _BOX_AXIS = {
     "z_min": 0,
@@ -78,7 +80,7 @@ class Case:
     name: str
     imgs: np.ndarray
     spacing: tuple[float, float, float]
-    boxes: list[dict[str, int]] | None
+    boxes: Sequence[Box | None] | None  # None entries: objects without a box (a session's)
     clicks: list[dict[str, list[tuple[int, int, int]]]] | None
     clicks_order: list[list[str | None]] | None
     prev_pred: np.ndarray | None
@@ -261,7 +263,7 @@ def _to_int(value: Any, key: str, fail) -> int:
     return int(f)
 
 
-def _parse_boxes(raw: Any, shape: tuple[int, int, int], fname: str, fail) -> list[dict[str, int]] | None:
+def _parse_boxes(raw: Any, shape: tuple[int, int, int], fname: str, fail) -> list[Box] | None:
     items = _as_list(raw, "boxes", fail)
     if items is None:
         return None
@@ -285,7 +287,7 @@ def _parse_boxes(raw: Any, shape: tuple[int, int, int], fname: str, fail) -> lis
                 clipped[lo], clipped[hi] = clipped[hi], clipped[lo]
         if not clipped["z_min"] <= clipped["z_mid"] <= clipped["z_max"]:
             log.warning("%s: box %d has z_mid outside [z_min, z_max]", fname, k)
-        boxes.append(clipped)
+        boxes.append(Box.from_challenge(clipped))
     return boxes
 
 

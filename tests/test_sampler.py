@@ -47,12 +47,12 @@ def test_box_sample_on_the_grid(volumes) -> None:
         assert s.prompts.label == 1 and s.prompts.fg == [] and s.prompts.bg == []
         b = s.prompts.box
         assert b is not None
-        assert 0 <= b["z_min"] <= b["z_mid"] <= b["z_max"] <= G[0] - 1
-        assert 0 <= b["z_mid_y_min"] <= b["z_mid_y_max"] <= G[1] - 1
-        assert 0 <= b["z_mid_x_min"] <= b["z_mid_x_max"] <= G[2] - 1
+        assert b.exact_z and 0 <= b.z_min <= b.z_mid <= b.z_max <= G[0] - 1
+        assert 0 <= b.y_min <= b.y_max <= G[1] - 1
+        assert 0 <= b.x_min <= b.x_max <= G[2] - 1
         # the box's z range is the object's exact z range: the grid target lies within it (+-1 rounding)
         zs = np.flatnonzero(s.target.any(axis=(1, 2)))
-        assert b["z_min"] - 1 <= zs[0] and zs[-1] <= b["z_max"] + 1
+        assert b.z_min - 1 <= zs[0] and zs[-1] <= b.z_max + 1
         assert len(s.spacing) == 3 and all(v > 0 for v in s.spacing)
 
 

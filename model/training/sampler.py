@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.boxes import box_from_mask
+from model.boxes import Box, box_from_mask
 from model.click_sim import simulate_click
 from model.config import ModelConfig
 from model.prompts import ClassPrompts
@@ -45,22 +45,15 @@ def _view(vol: Volume, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
     return imgs, gts, sp
 
 
-def _grid_box(box: dict[str, int], roi: Roi, grid: tuple[int, int, int]) -> dict[str, int]:
-    """A volume box mapped to grid voxel indices (rounded, clipped)."""
-    lo = roi.to_grid(np.array([[box["z_min"], box["z_mid_y_min"], box["z_mid_x_min"]]]), grid)[0]
-    hi = roi.to_grid(np.array([[box["z_max"], box["z_mid_y_max"], box["z_mid_x_max"]]]), grid)[0]
-    mid = roi.to_grid(np.array([[box["z_mid"], 0, 0]]), grid)[0][0]
-    lo = np.clip(np.round(lo), 0, np.array(grid) - 1).astype(int)
-    hi = np.clip(np.round(hi), 0, np.array(grid) - 1).astype(int)
-    return {
-        "z_min": int(lo[0]),
-        "z_max": int(hi[0]),
-        "z_mid": int(np.clip(round(mid), 0, grid[0] - 1)),
-        "z_mid_y_min": int(lo[1]),
-        "z_mid_y_max": int(hi[1]),
-        "z_mid_x_min": int(lo[2]),
-        "z_mid_x_max": int(hi[2]),
-    }
+def _grid_box(box: Box, roi: Roi, grid: tuple[int, int, int]) -> Box:
+    """A volume box mapped to grid voxel indices (rounded, clipped); a one-slice box stays one slice."""
+    top = np.array(grid) - 1
+    lo = np.clip(np.round(roi.to_grid(np.array([box.lo]), grid)[0]), 0, top).astype(int)
+    hi = np.clip(np.round(roi.to_grid(np.array([box.hi]), grid)[0]), 0, top).astype(int)
+    mid = int(np.clip(round(roi.to_grid(np.array([[box.z_mid, 0, 0]]), grid)[0][0]), 0, top[0]))
+    if not box.exact_z:
+        return Box.on_slice(mid, lo[1], hi[1], lo[2], hi[2])
+    return Box(lo[0], hi[0], mid, lo[1], hi[1], lo[2], hi[2])
 
 
 def make_sample(
@@ -81,7 +74,7 @@ def make_sample(
     else:
         _, first = simulate_click(np.zeros_like(mask), mask)  # the evaluator's first click
         prompts = ClassPrompts(label=1, fg=[first])
-    extent = object_extent(prompts, None)
+    extent = object_extent(prompts, None, spacing)  # type: ignore[arg-type]
     if not use_box and rng.random() < 0.5:  # as after a zoom-out or with a previous mask
         zs, ys, xs = np.nonzero(mask)
         extent = (np.array([zs.min(), ys.min(), xs.min()]), np.array([zs.max(), ys.max(), xs.max()]))
