@@ -6,16 +6,23 @@ Defaults come from the environment (INPUT_DIR, OUTPUT_DIR, WEIGHTS_DIR), else /w
 /workspace/outputs and <this folder>/weights. This is what ``predict.sh`` runs inside the
 container (once per interaction step) and outside it.
 
-Behaviour (challenge_spec.md §2, §3.5, §8):
+Behaviour (challenge_spec.md §2, §3.5, §8; every failure mode in docs/container.md):
+* an output folder that is the input folder (by path, link or mount) is refused before anything
+  is touched (exit 2): each output would replace its input;
 * the predictor is loaded once per process; with no trained weights it stops with a clear
   message (exit 2): random weights never run;
 * before a case is processed its earlier output is removed, so a failure never leaves a stale
   file from an earlier step for the evaluator to re-score;
-* a case that cannot be read is logged (file name + reason) and the others still run; when the
-  shape of its image is known a fallback output (zeros) is still written;
-* if prediction of a readable case fails, its ``prev_pred`` (or zeros) is written instead;
+* a ``*.npz`` that is not a regular file (dangling link, folder, FIFO) is a failed case: its
+  earlier output is removed and it is never opened (a FIFO would block);
+* a case that cannot be used is logged (file name + reason) and the others still run; when the
+  shape of its image is known a fallback output is still written: its ``prev_pred`` when that
+  can be read, else zeros;
+* if prediction of a readable case fails, or every one of its classes fails inside the
+  predictor, its ``prev_pred`` (or zeros) is written instead;
 * after all cases, the exit status is 1 if any case failed;
-* one INFO line per case: name, classes, step, seconds, device (and status when not ok).
+* one INFO line per case: name, classes, step, seconds, device (then the keys ignored, and the
+  status when not ok).
 
 Imports stay light at the top: torch is imported by the predictor only when it is loaded.
 """
@@ -35,7 +42,7 @@ _PROCESS_START = time.monotonic()
 
 import numpy as np  # noqa: E402
 
-from model.case_io import Case, CaseError, read_case, write_segs  # noqa: E402
+from model.case_io import Case, CaseError, read_case, read_prev_pred, write_segs  # noqa: E402
 
 log = logging.getLogger("infer")
 
@@ -47,6 +54,9 @@ EXIT_OK, EXIT_CASE_FAILED, EXIT_SETUP = 0, 1, 2
 
 
 class PredictorLike(Protocol):
+    """What infer needs of a predictor. It may also expose ``failed_classes``: the labels whose
+    prediction failed in the last ``predict_case`` (a case whose classes all failed is failed)."""
+
     device: str
 
     def predict_case(self, case: Case, deadline: float | None = None) -> np.ndarray: ...
@@ -125,44 +135,59 @@ def check_segs(segs: Any, case: Case) -> np.ndarray:
     return segs
 
 
-def _salvage(exc: CaseError) -> np.ndarray | None:
-    """Zeros for an unreadable case whose image shape is known (keeps the evaluation going)."""
-    if exc.shape is None:
+def _not_regular(path: Path) -> str | None:
+    """Why a ``*.npz`` entry is no file to read, or None; told from stat alone (never opened: a
+    FIFO would block the run)."""
+    if path.is_file():
         return None
-    return np.zeros(exc.shape, dtype=np.uint8)
+    if path.is_symlink() and not path.exists():
+        return "a dangling symbolic link"
+    if path.is_dir():
+        return "a folder"
+    if path.is_fifo():
+        return "a FIFO"
+    return "not a regular file"
 
 
-def run_case(
-    path: Path, out_dir: Path, predictor: PredictorLike, start: float, extra: str = ""
-) -> tuple[bool, str]:
-    """Process one case file. Returns (ok, one-line summary). Never raises for a bad case."""
-    out = out_dir / path.name
+def _remove_stale(path: Path, out: Path) -> None:
+    """Never leave an earlier step's output for a case that fails now: the evaluator re-scores it."""
     try:
-        out.unlink(missing_ok=True)  # never leave an earlier step's output for a case that fails now
+        out.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("%s: cannot remove the earlier output %s: %s", path.name, out, exc)
-    device = getattr(predictor, "device", "?")
 
-    try:
-        case = read_case(path)
-    except CaseError as exc:
-        log.error("%s: cannot read the case: %s", path.name, exc)
-        segs = _salvage(exc)
-        status = "unreadable"
-        if segs is not None:
-            try:
-                write_segs(out, segs)
-                status = "unreadable, zeros written"
-            except Exception as wexc:
-                log.error("%s: cannot write the fallback output: %s", path.name, wexc)
-        secs = time.monotonic() - start
-        return False, f"{path.stem} classes=? step=? seconds={secs:.2f} device={device} status={status}"
 
-    n = case.n_classes
-    deadline = start + SECONDS_PER_CLASS * n / RUNS_PER_CASE
-    ok, status = True, "ok"
+def _write_unusable_fallback(path: Path, out: Path, exc: CaseError) -> str:
+    """Fallback for a case that cannot be used, when its image shape is known: its prev_pred if
+    still readable (the previous answer is better than none), else zeros. Returns the status."""
+    if exc.shape is None:
+        return "unusable, nothing written"
+    segs, what = read_prev_pred(path, exc.shape), "prev_pred"
+    if segs is None:
+        segs, what = np.zeros(exc.shape, dtype=np.uint8), "zeros"
     try:
-        segs = check_segs(predictor.predict_case(case, deadline=deadline), case)
+        write_segs(out, segs)
+    except Exception as wexc:
+        log.error("%s: cannot write the fallback output: %s", path.name, wexc)
+        return "unusable, nothing written"
+    return f"unusable, {what} written"
+
+
+def _predict(case: Case, predictor: PredictorLike, deadline: float) -> np.ndarray:
+    """The predictor's checked label map; raises when it failed, including when every class failed."""
+    segs = check_segs(predictor.predict_case(case, deadline=deadline), case)
+    failed = sorted(set(getattr(predictor, "failed_classes", ())))
+    if case.n_classes and len(failed) >= case.n_classes:
+        raise RuntimeError(f"every class failed ({', '.join(map(str, failed))})")
+    return segs
+
+
+def _predict_or_fallback(
+    path: Path, case: Case, predictor: PredictorLike, deadline: float
+) -> tuple[np.ndarray, bool]:
+    """(label map, ok): the prediction, or the case's fallback when the prediction failed."""
+    try:
+        return _predict(case, predictor, deadline), True
     except Exception as exc:
         log.warning(
             "%s: prediction failed (%s: %s): writing %s instead",
@@ -172,8 +197,44 @@ def run_case(
             "prev_pred" if case.prev_pred is not None else "zeros",
             exc_info=log.isEnabledFor(logging.DEBUG),
         )
-        segs = fallback_segs(case)
-        ok, status = False, "fallback"
+        return fallback_segs(case), False
+
+
+def run_case(
+    path: Path, out_dir: Path, predictor: PredictorLike, start: float, extra: str = ""
+) -> tuple[bool, str]:
+    """Process one case file. Returns (ok, one-line summary). Never raises for a bad case."""
+    out = out_dir / path.name
+    device = getattr(predictor, "device", "?")
+
+    def unusable(status: str) -> tuple[bool, str]:
+        secs = time.monotonic() - start
+        return False, f"{path.stem} classes=? step=? seconds={secs:.2f} device={device} status={status}"
+
+    why = _not_regular(path)
+    if why is not None:
+        log.error("%s: %s, not a case file: skipped", path.name, why)
+        _remove_stale(path, out)
+        return unusable("not a regular file")
+    if out.exists() and os.path.samefile(path, out):
+        log.error(
+            "%s: is the output file %s itself (a link): not processed, it would be overwritten",
+            path.name,
+            out,
+        )
+        return unusable("input is the output")
+    _remove_stale(path, out)
+
+    try:
+        case = read_case(path)
+    except CaseError as exc:
+        log.error("%s: cannot use the case: %s", path.name, exc)
+        return unusable(_write_unusable_fallback(path, out, exc))
+
+    n = case.n_classes
+    deadline = start + SECONDS_PER_CLASS * n / RUNS_PER_CASE
+    segs, ok = _predict_or_fallback(path, case, predictor, deadline)
+    status = "ok" if ok else "fallback"
     try:
         write_segs(out, segs)
     except Exception as exc:
@@ -183,7 +244,14 @@ def run_case(
     if time.monotonic() > deadline:
         log.warning("%s: over its time budget (%.1f s for %d classes)", path.name, deadline - start, n)
     line = f"{case.name} classes={n} step={case.step} seconds={secs:.2f} device={device}{extra}"
+    if case.ignored:
+        line += f" ignored={','.join(case.ignored)}"
     return ok, line if ok else f"{line} status={status}"
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """True when a and b are one folder, however named (symlink, bind mount: same device and inode)."""
+    return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
 def main(argv: Sequence[str] | None = None, predictor_factory: PredictorFactory | None = None) -> int:
@@ -197,7 +265,15 @@ def main(argv: Sequence[str] | None = None, predictor_factory: PredictorFactory 
         if not args.input_dir.is_dir():
             log.error("input folder %s does not exist", args.input_dir)
             return EXIT_SETUP
-        files = sorted(p for p in args.input_dir.glob("*.npz") if p.is_file())
+        if _same_folder(args.input_dir, args.output_dir):
+            log.error(
+                "the output folder %s is the input folder %s: refusing to run (each output would "
+                "replace its input); give a separate output folder",
+                args.output_dir,
+                args.input_dir,
+            )
+            return EXIT_SETUP
+        files = sorted(args.input_dir.glob("*.npz"))  # irregular entries too: each is a failed case
         if not files:
             log.warning("no *.npz case files in %s", args.input_dir)
             return EXIT_OK

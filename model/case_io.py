@@ -5,15 +5,27 @@ and at click steps ``clicks``, ``clicks_order`` and ``prev_pred``. ``gts`` is ne
 
 Everything that can vary between the organisers' files is accepted:
 
-* ``imgs`` of any numeric dtype (kept as stored: no copy, no float conversion, so a
-  1456x590x556 volume costs its stored size and no more);
-* ``spacing`` as any numeric array of length 3 (x,y,z); missing or bad entries fall back to 1.0;
-* ``boxes`` / ``clicks`` as object arrays (or lists) of dicts with ``np.int64`` or int values
+* ``imgs`` of any numeric dtype and byte order (kept as stored when native: no copy, no float
+  conversion, so a 1456x590x556 volume costs its stored size and no more; a big-endian volume
+  is converted to native order, which torch needs);
+* ``spacing`` as any numeric array of length 3 (x,y,z); values that are not positive numbers
+  become 1.0, the others are clamped to :data:`SPACING_RANGE_MM`;
+* ``boxes`` / ``clicks`` as object arrays (or lists) of dicts with ``np.int64``, int or float values
   (boxes come out as :class:`model.boxes.Box`);
 * ``clicks_order`` as a ``<U2`` array (N, t), an object array with ``None`` entries, or ragged lists;
 * ``prev_pred`` of any integer dtype (uint8, uint16 ...), returned as uint8.
 
-What cannot be used raises :class:`CaseError`, whose message names the file and the key.
+Bad input never costs more than it must (issue 10):
+
+* ``imgs`` that cannot be used raise :class:`CaseError` (message naming the file and the key);
+* an optional key that cannot be used (unreadable member, wrong shape, bad entry, inconsistent
+  with the other keys) is ignored with a warning naming the case and the key, and listed in
+  :attr:`Case.ignored`; the rest of the case is still used;
+* single prompts that cannot be used are dropped with a warning: a box wholly outside the volume
+  (its class keeps its place, ``boxes[k]`` becomes ``None``), a click outside the volume or with
+  coordinates that are not whole voxel indices (within :data:`CLICK_ROUND_TOL`);
+* when no box and no click is left, :class:`CaseError` is raised with the image shape, so the
+  caller can still write a fallback (:func:`read_prev_pred`, else zeros).
 """
 
 from __future__ import annotations
@@ -24,10 +36,10 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -45,8 +57,18 @@ _BOX_AXIS = {
     "z_mid_y_min": 1,
     "z_mid_y_max": 1,
 }
+_BOX_RANGES = (("z_min", "z_max"), ("z_mid_y_min", "z_mid_y_max"), ("z_mid_x_min", "z_mid_x_max"))
+#: Voxel spacings (mm) outside this range are clamped into it: no scanner is that coarse or that
+#: fine, and a value like 1e308 would overflow the ROI arithmetic (millimetres x voxels).
+SPACING_RANGE_MM = (1e-3, 1e3)
+#: A float click coordinate this close to a whole number is that voxel index (rounded); farther
+#: off it is not a voxel index at all, and the click is dropped.
+CLICK_ROUND_TOL = 0.01
 _ZIP_MAGIC = b"PK\x03\x04"
 _FINITE_CHUNK = 1 << 24  # elements per slab when checking float volumes for NaN/inf
+
+Point = tuple[int, int, int]
+_T = TypeVar("_T")
 
 
 class CaseError(ValueError):
@@ -75,15 +97,21 @@ class CaseError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Case:
-    """One validated case. Arrays are (z,y,x); coordinates are voxel indices in that order."""
+    """One validated case. Arrays are (z,y,x); coordinates are voxel indices in that order.
+
+    ``boxes[k]`` is ``None`` for a class whose box lay wholly outside the volume (or, in a case
+    built by a session, for an object without a box). ``ignored``
+    names the keys that were present but could not be used (each was warned about).
+    """
 
     name: str
     imgs: np.ndarray
     spacing: tuple[float, float, float]
-    boxes: Sequence[Box | None] | None  # None entries: objects without a box (a session's)
-    clicks: list[dict[str, list[tuple[int, int, int]]]] | None
+    boxes: Sequence[Box | None] | None
+    clicks: list[dict[str, list[Point]]] | None
     clicks_order: list[list[str | None]] | None
     prev_pred: np.ndarray | None
+    ignored: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -111,69 +139,36 @@ class Case:
 
 
 def read_case(path: Path) -> Case:
-    """Read and validate one case file. Raises :class:`CaseError` when it cannot be used."""
+    """Read and validate one case file.
+
+    Raises :class:`CaseError` when ``imgs`` cannot be used or no prompt is left; an optional key
+    that cannot be used is ignored (warned, listed in :attr:`Case.ignored`).
+    """
     path = Path(path)
     name = path.name[:-4] if path.name.endswith(".npz") else path.name
-
-    def fail(key: str, reason: str, shape: tuple[int, int, int] | None = None) -> CaseError:
-        return CaseError(reason, file=path, key=key, shape=shape)
-
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise fail("<file>", f"cannot open: {exc}") from exc
-    if magic != _ZIP_MAGIC:
-        raise fail("<file>", "not an .npz archive (truncated, empty or corrupt file)")
-
-    try:
-        npz = np.load(path, allow_pickle=True)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise fail("<file>", f"cannot open archive: {exc}") from exc
-
-    with npz:
-        keys = set(npz.files)
-
-        def get(key: str) -> Any:
-            if key not in keys:
-                return None
-            try:
-                return npz[key]
-            except Exception as exc:  # zlib/zip/pickle errors of a truncated or corrupt member
-                raise fail(key, f"cannot read ({type(exc).__name__}: {exc})") from exc
-
-        if "imgs" not in keys:
-            raise fail("imgs", f"missing (keys present: {sorted(keys)})")
-        imgs = _check_imgs(get("imgs"), fail)
+    with _open_npz(path) as npz:
+        if "imgs" not in npz.files:
+            raise CaseError(f"missing (keys present: {sorted(npz.files)})", file=path, key="imgs")
+        imgs = _check_imgs(_member(npz, "imgs", _failer(path)), _failer(path))
         shape: tuple[int, int, int] = tuple(int(s) for s in imgs.shape)  # type: ignore[assignment]
-
-        def fail_shaped(key: str, reason: str) -> CaseError:
-            return fail(key, reason, shape)
-
-        spacing = _parse_spacing(get("spacing"), path.name)
-        boxes = _parse_boxes(get("boxes"), shape, path.name, fail_shaped)
-        clicks = _parse_clicks(get("clicks"), shape, path.name, fail_shaped)
-        clicks_order = _parse_clicks_order(get("clicks_order"), fail_shaped)
-        prev_pred = _parse_prev_pred(get("prev_pred"), shape, path.name, fail_shaped)
-
-    if clicks is None and clicks_order is not None:
-        log.warning("%s: 'clicks_order' without 'clicks': ignored", path.name)
-        clicks_order = None
-    if boxes is None and clicks is None:
-        raise fail_shaped("boxes", "no prompts: neither 'boxes' nor 'clicks' present")
-    if boxes is not None and clicks is not None and len(boxes) != len(clicks):
-        raise fail_shaped(
-            "clicks", f"inconsistent lengths: {len(boxes)} boxes but {len(clicks)} click entries"
+        keys = _OptionalKeys(npz, path, shape)
+        spacing = keys.read("spacing", lambda raw: _parse_spacing(raw, path.name, keys.fail))
+        boxes = keys.read("boxes", lambda raw: _parse_boxes(raw, shape, path.name, keys.fail))
+        clicks = keys.read("clicks", lambda raw: _parse_clicks(raw, shape, path.name, keys.fail))
+        clicks_order = keys.read("clicks_order", lambda raw: _parse_clicks_order(raw, keys.fail))
+        prev_pred = keys.read("prev_pred", lambda raw: _parse_prev_pred(raw, shape, path.name, keys.fail))
+    if spacing is None:
+        if "spacing" not in keys.present:
+            log.warning("%s: 'spacing' missing: using 1.0 mm", path.name)
+        spacing = (1.0, 1.0, 1.0)
+    clicks, clicks_order = _consistent_clicks(keys, boxes, clicks, clicks_order)
+    if not _has_prompt(boxes, clicks):
+        details = "; ".join(f"'{k}' {why}" for k, why in keys.ignored.items())
+        raise keys.fail(
+            "boxes",
+            "no prompts: neither 'boxes' nor 'clicks' holds a usable prompt"
+            + (f" (ignored: {details})" if details else ""),
         )
-    if clicks is not None and clicks_order is not None:
-        if len(clicks_order) != len(clicks):
-            raise fail_shaped(
-                "clicks_order",
-                f"inconsistent lengths: {len(clicks_order)} rows but {len(clicks)} click entries",
-            )
-        if len({len(row) for row in clicks_order}) > 1:
-            log.warning("%s: 'clicks_order' rows have different lengths", path.name)
-
     return Case(
         name=name,
         imgs=imgs,
@@ -182,10 +177,117 @@ def read_case(path: Path) -> Case:
         clicks=clicks,
         clicks_order=clicks_order,
         prev_pred=prev_pred,
+        ignored=tuple(keys.ignored),
     )
 
 
-def _check_imgs(imgs: Any, fail) -> np.ndarray:
+def read_prev_pred(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The case's ``prev_pred`` as uint8 when it can still be read and fits ``shape``, else None.
+
+    For a case that cannot be used: the previous step's answer is a better fallback than zeros,
+    which the evaluator would feed back as the next step's ``prev_pred``.
+    """
+    try:
+        with _open_npz(path, allow_pickle=False) as npz:  # prev_pred is a plain array
+            if "prev_pred" not in npz.files:
+                return None
+            fail = _failer(path, shape)
+            return _parse_prev_pred(_member(npz, "prev_pred", fail), shape, Path(path).name, fail)
+    except CaseError:
+        return None
+
+
+def _failer(path: Path, shape: tuple[int, int, int] | None = None) -> Callable[..., CaseError]:
+    """fail(key, reason[, shape]) -> CaseError naming the file; shape given or bound here."""
+
+    def fail(key: str, reason: str, shape_: tuple[int, int, int] | None = None) -> CaseError:
+        return CaseError(reason, file=path, key=key, shape=shape_ or shape)
+
+    return fail
+
+
+def _open_npz(path: Path, allow_pickle: bool = True) -> np.lib.npyio.NpzFile:
+    """The archive, after checking it is a zip at all (np.load would try to unpickle anything else)."""
+    fail = _failer(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise fail("<file>", f"cannot open: {exc}") from exc
+    if magic != _ZIP_MAGIC:
+        raise fail("<file>", "not an .npz archive (truncated, empty or corrupt file)")
+    try:
+        return np.load(path, allow_pickle=allow_pickle)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise fail("<file>", f"cannot open archive: {exc}") from exc
+
+
+def _member(npz: np.lib.npyio.NpzFile, key: str, fail: Callable[[str, str], CaseError]) -> Any:
+    try:
+        return npz[key]
+    except Exception as exc:  # zlib/zip/pickle errors of a truncated or corrupt member
+        raise fail(key, f"cannot read ({type(exc).__name__}: {exc})") from exc
+
+
+class _OptionalKeys:
+    """Reads the optional keys of an open case: one that cannot be used is ignored, with a warning
+    naming the case and the key, so one bad key never costs the rest of the case."""
+
+    def __init__(self, npz: np.lib.npyio.NpzFile, path: Path, shape: tuple[int, int, int]) -> None:
+        self.npz, self.path = npz, path
+        self.present = set(npz.files)
+        self.ignored: dict[str, str] = {}
+        self.fail = _failer(path, shape)
+
+    def read(self, key: str, parse: Callable[[Any], _T]) -> _T | None:
+        """parse(member), or None when the key is absent or cannot be used."""
+        if key not in self.present:
+            return None
+        try:
+            return parse(_member(self.npz, key, self.fail))
+        except CaseError as exc:
+            where = "" if exc.key == key else f"{exc.key}: "
+            self.ignore(key, where + exc.reason)
+            return None
+
+    def ignore(self, key: str, reason: str) -> None:
+        log.warning("%s: key '%s' %s: ignored", self.path.name, key, reason)
+        self.ignored[key] = reason
+
+
+def _consistent_clicks(
+    keys: _OptionalKeys,
+    boxes: Sequence[Box | None] | None,
+    clicks: list[dict[str, list[Point]]] | None,
+    clicks_order: list[list[str | None]] | None,
+) -> tuple[list[dict[str, list[Point]]] | None, list[list[str | None]] | None]:
+    """Drop click keys that contradict the others: which entry belongs to which class is then unknown.
+
+    The boxes win over the clicks: they come verbatim from the organisers' file, the clicks are
+    rewritten at every step.
+    """
+    if boxes is not None and clicks is not None and len(boxes) != len(clicks):
+        keys.ignore("clicks", f"has {len(clicks)} entries but there are {len(boxes)} boxes")
+        clicks = None
+    if clicks_order is not None and clicks is None:
+        keys.ignore("clicks_order", "without usable 'clicks'")
+        return None, None
+    if clicks is not None and clicks_order is not None:
+        if len(clicks_order) != len(clicks):
+            keys.ignore(
+                "clicks_order", f"has {len(clicks_order)} rows but 'clicks' has {len(clicks)} entries"
+            )
+            return clicks, None
+        if len({len(row) for row in clicks_order}) > 1:
+            log.warning("%s: 'clicks_order' rows have different lengths", keys.path.name)
+    return clicks, clicks_order
+
+
+def _has_prompt(boxes: Sequence[Box | None] | None, clicks: list[dict[str, list[Point]]] | None) -> bool:
+    return any(b is not None for b in boxes or ()) or any(c["fg"] or c["bg"] for c in clicks or ())
+
+
+def _check_imgs(imgs: Any, fail: Callable[..., CaseError]) -> np.ndarray:
     if not isinstance(imgs, np.ndarray):
         raise fail("imgs", f"not an array ({type(imgs).__name__})")
     if not (np.issubdtype(imgs.dtype, np.number) or imgs.dtype == np.bool_):
@@ -199,6 +301,8 @@ def _check_imgs(imgs: Any, fail) -> np.ndarray:
         raise fail("imgs", "complex values", shape)
     if np.issubdtype(imgs.dtype, np.floating) and not _all_finite(imgs):
         raise fail("imgs", "contains NaN or inf", shape)
+    if not imgs.dtype.isnative:  # torch.from_numpy refuses a non-native byte order
+        imgs = imgs.astype(imgs.dtype.newbyteorder("="))
     return imgs
 
 
@@ -212,33 +316,32 @@ def _all_finite(a: np.ndarray) -> bool:
     )
 
 
-def _parse_spacing(raw: Any, fname: str) -> tuple[float, float, float]:
-    """Stored (x,y,z) -> physical (z,y,x) in mm; bad or missing values fall back to 1.0 with a warning."""
-    if raw is None:
-        log.warning("%s: 'spacing' missing: using 1.0 mm", fname)
-        return (1.0, 1.0, 1.0)
+def _parse_spacing(raw: Any, fname: str, fail: Callable[[str, str], CaseError]) -> tuple[float, float, float]:
+    """Stored (x,y,z) -> physical (z,y,x) in mm, each value made usable; one warning for all fixes."""
     try:
         values = np.asarray(raw, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        log.warning("%s: 'spacing' unreadable (%r): using 1.0 mm", fname, raw)
-        return (1.0, 1.0, 1.0)
+    except (TypeError, ValueError) as exc:
+        raise fail("spacing", f"unreadable ({raw!r}), using 1.0 mm") from exc
     if values.size != 3:
-        log.warning("%s: 'spacing' has %d values, expected 3: using 1.0 mm", fname, values.size)
-        return (1.0, 1.0, 1.0)
-    out = []
+        raise fail("spacing", f"has {values.size} values, expected 3, using 1.0 mm")
+    lo, hi = SPACING_RANGE_MM
+    out: list[float] = []
     for v in values[::-1]:
-        if math.isfinite(v) and v > 0:
-            out.append(float(v))
-        else:
-            log.warning("%s: 'spacing' value %r is not a positive number: using 1.0 mm", fname, v)
-            out.append(1.0)
+        out.append(1.0 if not (math.isfinite(v) and v > 0) else min(max(float(v), lo), hi))
+    if out != [float(v) for v in values[::-1]]:
+        log.warning(
+            "%s: 'spacing' %s (x,y,z) used as %s: values must be positive and are clamped to [%g, %g] mm",
+            fname,
+            values.tolist(),
+            out[::-1],
+            lo,
+            hi,
+        )
     return (out[0], out[1], out[2])
 
 
-def _as_list(raw: Any, key: str, fail) -> list[Any] | None:
-    """Object array / list / 0-d array holding a list -> Python list; None stays None."""
-    if raw is None:
-        return None
+def _as_list(raw: Any, key: str, fail: Callable[[str, str], CaseError]) -> list[Any]:
+    """Object array / list / 0-d array holding a list -> Python list."""
     if isinstance(raw, np.ndarray):
         if raw.dtype == object and raw.ndim == 0:
             raw = raw.item()
@@ -253,7 +356,7 @@ def _as_list(raw: Any, key: str, fail) -> list[Any] | None:
     raise fail(key, f"expected a list, got {type(raw).__name__}")
 
 
-def _to_int(value: Any, key: str, fail) -> int:
+def _to_int(value: Any, key: str, fail: Callable[[str, str], CaseError]) -> int:
     try:
         f = float(value)
     except (TypeError, ValueError) as exc:
@@ -263,14 +366,13 @@ def _to_int(value: Any, key: str, fail) -> int:
     return int(f)
 
 
-def _parse_boxes(raw: Any, shape: tuple[int, int, int], fname: str, fail) -> list[Box] | None:
+def _parse_boxes(
+    raw: Any, shape: tuple[int, int, int], fname: str, fail: Callable[[str, str], CaseError]
+) -> list[Box | None]:
     items = _as_list(raw, "boxes", fail)
-    if items is None:
-        return None
     if not items:
-        log.warning("%s: 'boxes' is empty: ignored", fname)
-        return None
-    boxes = []
+        raise fail("boxes", "is empty")
+    boxes: list[Box | None] = []
     for k, item in enumerate(items):
         if not isinstance(item, dict):
             raise fail("boxes", f"entry {k} is {type(item).__name__}, expected a dict")
@@ -278,105 +380,116 @@ def _parse_boxes(raw: Any, shape: tuple[int, int, int], fname: str, fail) -> lis
         if missing:
             raise fail("boxes", f"entry {k} lacks {missing}")
         box = {key: _to_int(item[key], f"boxes[{k}].{key}", fail) for key in BOX_KEYS}
-        clipped = {key: min(max(v, 0), shape[_BOX_AXIS[key]] - 1) for key, v in box.items()}
-        if clipped != box:
-            log.warning("%s: box %d lies partly outside the volume %s: clipped", fname, k, shape)
-        for lo, hi in (("z_min", "z_max"), ("z_mid_x_min", "z_mid_x_max"), ("z_mid_y_min", "z_mid_y_max")):
-            if clipped[lo] > clipped[hi]:
-                log.warning("%s: box %d has %s > %s: swapped", fname, k, lo, hi)
-                clipped[lo], clipped[hi] = clipped[hi], clipped[lo]
-        if not clipped["z_min"] <= clipped["z_mid"] <= clipped["z_max"]:
-            log.warning("%s: box %d has z_mid outside [z_min, z_max]", fname, k)
-        boxes.append(Box.from_challenge(clipped))
+        boxes.append(_fit_box(box, k, shape, fname))
     return boxes
 
 
-def _parse_points(raw: Any, key: str, fail) -> list[tuple[int, int, int]]:
+def _fit_box(box: dict[str, int], k: int, shape: tuple[int, int, int], fname: str) -> Box | None:
+    """The box with ordered bounds, clipped to the volume; None when it lies wholly outside."""
+    for lo, hi in _BOX_RANGES:
+        if box[lo] > box[hi]:
+            log.warning("%s: box %d has %s > %s: swapped", fname, k, lo, hi)
+            box[lo], box[hi] = box[hi], box[lo]
+    if any(box[hi] < 0 or box[lo] >= shape[_BOX_AXIS[lo]] for lo, hi in _BOX_RANGES):
+        log.warning("%s: box %d lies outside the volume %s: dropped", fname, k, shape)
+        return None
+    clipped = {key: min(max(v, 0), shape[_BOX_AXIS[key]] - 1) for key, v in box.items()}
+    if clipped != box:
+        log.warning("%s: box %d lies partly outside the volume %s: clipped", fname, k, shape)
+    if not clipped["z_min"] <= clipped["z_mid"] <= clipped["z_max"]:
+        log.warning("%s: box %d has z_mid outside [z_min, z_max]", fname, k)
+    return Box.from_challenge(clipped)
+
+
+def _parse_points(raw: Any, where: str, shape: tuple[int, int, int], fname: str) -> list[Point]:
+    """(z,y,x) voxel indices; a click that is not one, or lies outside the volume, is dropped (warned)."""
     if raw is None:
         return []
     try:
         arr = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise fail("clicks", f"{key}: not a list of (z,y,x) points") from exc
+    except (TypeError, ValueError):
+        log.warning("%s: %s: not a list of (z,y,x) points: dropped", fname, where)
+        return []
     if arr.size == 0:
         return []
     if arr.ndim == 1 and arr.size == 3:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise fail("clicks", f"{key}: expected points of 3 coordinates, got shape {arr.shape}")
-    if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-        raise fail("clicks", f"{key}: coordinates must be finite integers")
-    return [(int(p[0]), int(p[1]), int(p[2])) for p in arr]
+        log.warning(
+            "%s: %s: expected points of 3 coordinates, got shape %s: dropped", fname, where, arr.shape
+        )
+        return []
+    with np.errstate(invalid="ignore"):  # NaN/inf compare False: dropped below
+        index = np.round(arr)
+        whole = (np.abs(arr - index) <= CLICK_ROUND_TOL).all(axis=1)
+    inside = whole & ((index >= 0) & (index < np.asarray(shape))).all(axis=1)
+    if not whole.all():
+        log.warning("%s: %s: click(s) %s are not voxel indices: dropped", fname, where, arr[~whole].tolist())
+    if not (inside | ~whole).all():
+        dropped = arr[whole & ~inside].tolist()
+        log.warning(
+            "%s: %s: %d click(s) outside the volume %s dropped: %s",
+            fname,
+            where,
+            len(dropped),
+            shape,
+            dropped,
+        )
+    return [(int(p[0]), int(p[1]), int(p[2])) for p in index[inside]]
 
 
 def _parse_clicks(
-    raw: Any, shape: tuple[int, int, int], fname: str, fail
-) -> list[dict[str, list[tuple[int, int, int]]]] | None:
+    raw: Any, shape: tuple[int, int, int], fname: str, fail: Callable[[str, str], CaseError]
+) -> list[dict[str, list[Point]]]:
     items = _as_list(raw, "clicks", fail)
-    if items is None:
-        return None
     if not items:
-        log.warning("%s: 'clicks' is empty: ignored", fname)
-        return None
-    clicks = []
-    for k, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise fail("clicks", f"entry {k} is {type(item).__name__}, expected a dict with 'fg'/'bg'")
-        unknown = set(item) - {"fg", "bg"}
-        if unknown:
-            log.warning("%s: clicks[%d] has unknown keys %s: ignored", fname, k, sorted(unknown))
-        entry: dict[str, list[tuple[int, int, int]]] = {}
-        for kind in ("fg", "bg"):
-            points = _parse_points(item.get(kind), f"entry {k} '{kind}'", fail)
-            inside = [p for p in points if all(0 <= c < s for c, s in zip(p, shape, strict=True))]
-            if len(inside) != len(points):
-                dropped = [p for p in points if p not in inside]
-                log.warning(
-                    "%s: clicks[%d] '%s': %d click(s) outside the volume %s dropped: %s",
-                    fname,
-                    k,
-                    kind,
-                    len(dropped),
-                    shape,
-                    dropped,
-                )
-            entry[kind] = inside
-        clicks.append(entry)
-    return clicks
+        raise fail("clicks", "is empty")
+    return [_click_entry(item, k, shape, fname) for k, item in enumerate(items)]
 
 
-def _parse_clicks_order(raw: Any, fail) -> list[list[str | None]] | None:
-    if raw is None:
-        return None
-    if isinstance(raw, np.ndarray) and raw.ndim == 2:
-        rows: Iterable[Any] = list(raw)
-    else:
-        rows = _as_list(raw, "clicks_order", fail) or []
+def _click_entry(item: Any, k: int, shape: tuple[int, int, int], fname: str) -> dict[str, list[Point]]:
+    """One class's clicks; an entry that is not a dict keeps its place (the class), with no clicks."""
+    if not isinstance(item, dict):
+        log.warning(
+            "%s: key 'clicks' entry %d is %s, not a dict: no clicks for it", fname, k, type(item).__name__
+        )
+        return {"fg": [], "bg": []}
+    unknown = set(item) - {"fg", "bg"}
+    if unknown:
+        log.warning("%s: clicks[%d] has unknown keys %s: ignored", fname, k, sorted(unknown))
+    return {
+        kind: _parse_points(item.get(kind), f"key 'clicks' entry {k} '{kind}'", shape, fname)
+        for kind in ("fg", "bg")
+    }
+
+
+def _parse_clicks_order(raw: Any, fail: Callable[[str, str], CaseError]) -> list[list[str | None]]:
+    rows = _as_list(raw, "clicks_order", fail)  # a (N, t) array gives its N rows
     out: list[list[str | None]] = []
     for k, row in enumerate(rows):
         if isinstance(row, np.ndarray):
             row = row.tolist()
         if isinstance(row, (str, bytes)) or row is None:
             row = [row]
-        entries: list[str | None] = []
-        for v in row:
-            if isinstance(v, bytes):
-                v = v.decode()
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                entries.append(None)
-            elif isinstance(v, str) and v in ("fg", "bg"):
-                entries.append(str(v))
-            elif isinstance(v, str) and v in ("", "None"):
-                entries.append(None)
-            else:
-                raise fail("clicks_order", f"row {k}: entry {v!r} is not 'fg', 'bg' or None")
-        out.append(entries)
+        if not isinstance(row, (list, tuple)):
+            raise fail("clicks_order", f"row {k} is {type(row).__name__}, not a list")
+        out.append([_order_entry(v, k, fail) for v in row])
     return out
 
 
-def _parse_prev_pred(raw: Any, shape: tuple[int, int, int], fname: str, fail) -> np.ndarray | None:
-    if raw is None:
+def _order_entry(v: Any, k: int, fail: Callable[[str, str], CaseError]) -> str | None:
+    if isinstance(v, bytes):
+        v = v.decode(errors="replace")
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v in ("", "None"):
         return None
+    if isinstance(v, str) and v in ("fg", "bg"):
+        return str(v)
+    raise fail("clicks_order", f"row {k}: entry {v!r} is not 'fg', 'bg' or None")
+
+
+def _parse_prev_pred(
+    raw: Any, shape: tuple[int, int, int], fname: str, fail: Callable[[str, str], CaseError]
+) -> np.ndarray:
     if not isinstance(raw, np.ndarray):
         raise fail("prev_pred", f"not an array ({type(raw).__name__})")
     if raw.shape != shape:
@@ -423,7 +536,8 @@ def write_segs(path: Path, segs: np.ndarray) -> None:
         else:
             segs = segs.astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a short name, whatever the case name: ".<name>.xxxx.tmp" of a 242-character name is over 255 bytes
+    fd, tmp = tempfile.mkstemp(prefix=".segs-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, segs=segs)

@@ -31,6 +31,7 @@ class ModelConfig:
     min_roi_vox: int = 8
     max_zoom_out: int = 2
     zoom_factor: float = 1.6
+    local_fraction: float = 0.0  # side of the click's local view / the object's ROI; 0 = no local pass
     threshold: float = 0.5
     max_batch: int = 8  # classes per forward pass
 

@@ -18,9 +18,13 @@ from model.roi import Roi, resample_to_grid
 
 
 def normalise_image(crop: torch.Tensor) -> torch.Tensor:
-    """Z-score inside the ROI; a flat ROI stays flat instead of blowing up."""
+    """Z-score inside the ROI; a flat ROI stays flat instead of blowing up.
+
+    A single voxel (a 1x1x1 volume) has no sample std (NaN, which would blank the whole input):
+    it is as flat as a flat ROI.
+    """
     crop = crop.float()
-    std = crop.std().clamp_min(1.0)
+    std = crop.std().clamp_min(1.0) if crop.numel() > 1 else crop.new_tensor(1.0)
     return (crop - crop.mean()) / std
 
 

@@ -3,7 +3,8 @@
 Every class is recomputed from its whole prompt history (box, all clicks, its prev_pred mask).
 All classes of a case go through the network together, in batches of up to `max_batch` ROIs.
 A class whose prediction touches its ROI border (where the ROI is not the volume's edge) is
-zoomed out and predicted again, a bounded number of times. A class marked done (None last in
+zoomed out and predicted again, a bounded number of times; with `local_fraction` > 0 the newest
+click of each class gets a finer second look (`_local_pass`). A class marked done (None last in
 its clicks_order: the evaluator found it perfect) keeps its prev_pred mask, locked in fusion:
 nothing to fix, no risk. A class whose ROI or forward pass fails, or that the time budget cuts,
 falls back to its prev_pred mask; the result says which (:class:`Prediction`).
@@ -28,7 +29,7 @@ from model.encoding import encode
 from model.fusion import ClassProb, fuse
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts, class_prompts
-from model.roi import Roi, choose_roi, grid_to_roi, object_extent, zoom_out
+from model.roi import Roi, choose_roi, grid_to_roi, local_roi, object_extent, zoom_out
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class _Job:
     roi: Roi
     prob: torch.Tensor | None = None  # on the grid
     zooms: int = 0
+    newest: tuple[int, int, int] | None = None  # this step's click (volume voxel), if any
+    local_roi: Roi | None = None  # the finer view around `newest`
+    local_prob: torch.Tensor | None = None  # on the grid of local_roi
 
 
 @dataclass
@@ -118,6 +122,16 @@ def _prev_boxes(prev: np.ndarray | None, n: int) -> list[tuple[np.ndarray, np.nd
     return out
 
 
+def _newest(case: Case, label: int, order: list) -> tuple[int, int, int] | None:
+    """The click this step added for `label` (the last of its kind), None at a box step or when
+    the class was marked perfect."""
+    kind = order[-1] if order else None
+    if kind not in ("fg", "bg") or not case.clicks or label - 1 >= len(case.clicks):
+        return None
+    points = (case.clicks[label - 1] or {}).get(kind) or []
+    return tuple(int(v) for v in points[-1]) if len(points) else None  # type: ignore[return-value]
+
+
 def _presample(crop: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
     """Stride down axes far larger than the grid before any float copy (huge ROIs stay cheap)."""
     steps = [max(1, s // (4 * g)) for s, g in zip(crop.shape, grid, strict=True)]
@@ -144,6 +158,18 @@ def apply_box_facts(prob: torch.Tensor, roi: Roi, box: Box) -> None:
             max(ys.start - y_lo, 0) : max(ys.stop - y_lo, 0), max(xs.start - x_lo, 0) : max(xs.stop - x_lo, 0)
         ] = True
         prob[zm][~keep] = 0
+
+
+def _clip(roi: Roi, outer: Roi) -> Roi:
+    """`roi` intersected with `outer` (the local view never leaves the object's ROI)."""
+    lo = tuple(max(a, b) for a, b in zip(roi.lo, outer.lo, strict=True))
+    hi = tuple(max(min(a, b), lo_ + 1) for a, b, lo_ in zip(roi.hi, outer.hi, lo, strict=True))
+    return Roi(lo, hi, roi.shape)  # type: ignore[arg-type]
+
+
+def _within(inner: Roi, outer: Roi) -> tuple[slice, slice, slice]:
+    """Slices of `inner` in the coordinates of `outer`'s crop."""
+    return tuple(slice(a - o, b - o) for a, b, o in zip(inner.lo, inner.hi, outer.lo, strict=True))  # type: ignore[return-value]
 
 
 class Predictor:
@@ -203,6 +229,23 @@ class Predictor:
             for job, p in zip(batch, probs, strict=True):
                 job.prob = p
 
+    def _local_input(self, job: _Job, case: Case) -> torch.Tensor:
+        """Encoded local view of one job (sets job.local_roi): the first pass's mask is this
+        class's previous mask, the other classes come from prev_pred."""
+        assert job.prob is not None and job.newest is not None
+        cfg = self.config
+        roi = local_roi(np.asarray(job.newest, float), job.roi, case.spacing, cfg, cfg.local_fraction)
+        roi = _clip(roi, job.roi)
+        job.local_roi = roi
+        own = (grid_to_roi(job.prob.float(), job.roi)[_within(roi, job.roi)] > cfg.threshold).cpu().numpy()
+        prev = np.zeros(roi.size, np.uint8)
+        if case.prev_pred is not None:
+            crop = case.prev_pred[roi.slices]
+            prev = np.where(crop == job.prompts.label, 0, crop).astype(np.uint8)
+        prev[own] = job.prompts.label
+        img = torch.from_numpy(np.ascontiguousarray(case.imgs[roi.slices]))
+        return encode(img, torch.from_numpy(prev), job.prompts, roi, case.spacing, cfg)
+
     def _zoom_candidates(self, jobs: list[_Job]) -> list[_Job]:
         """Jobs whose mask touches an inner ROI face; their ROI is grown along those axes."""
         out = []
@@ -241,7 +284,8 @@ class Predictor:
             if extent is None:
                 continue  # no box, no click, no previous mask: nothing to segment
             try:
-                jobs.append(_Job(p, choose_roi(case.shape, case.spacing, extent, self.config)))
+                roi = choose_roi(case.shape, case.spacing, extent, self.config)
+                jobs.append(_Job(p, roi, newest=_newest(case, p.label, order)))
             except Exception as exc:  # noqa: BLE001 - one bad class must not sink the case
                 kept.fail(p, "ROI failed", exc)
 
@@ -289,7 +333,40 @@ class Predictor:
                     break
             self._safe_forward(zoom, kept, grid)
             zoom = self._zoom_candidates([j for j in zoom if j.prob is not None])
-        return [j for j in done if j.prob is not None]
+        done = [j for j in done if j.prob is not None]
+        local = [j for j in done if j.newest is not None] if self.config.local_fraction > 0 else []
+        if local and not on_coarse:
+            plan = (
+                None
+                if budget is None
+                else budget.plan(sec_per_class, 0, zoom_outs_left=len(local), tail_s=tail_s)
+            )
+            if plan is None or plan.allow_zoom_out:
+                self._local_pass(local, case)
+        return done
+
+    def _local_pass(self, jobs: list[_Job], case: Case) -> None:
+        """The finer second look around each class's newest click (sets job.local_prob).
+
+        On the object's grid a click is a ball of about one voxel on an error band one or two
+        voxels thick; in an ROI `local_fraction` of the size, centred on the click, the same
+        error spans several voxels. The first pass's mask is the previous mask of this view, so
+        the network decides the clicked error with everything else already in place.
+        """
+        cfg = self.config
+        try:
+            for a in range(0, len(jobs), cfg.max_batch):
+                batch = jobs[a : a + cfg.max_batch]
+                xs = [self._local_input(job, case) for job in batch]
+                x = torch.stack(xs).to(self.device, self.dtype)
+                with torch.inference_mode():
+                    probs = torch.sigmoid(self.net(x)[:, 0].float())
+                for job, p in zip(batch, probs, strict=True):
+                    job.local_prob = p
+        except Exception as exc:  # noqa: BLE001 - the first pass stands on its own
+            log.warning("%s: local pass failed (%s); keeping the first pass", case.name, exc)
+            for job in jobs:
+                job.local_prob = None
 
     def _safe_forward(self, chunk: list[_Job], kept: _Kept, grid: tuple[int, int, int]) -> None:
         """Forward a batch; if it fails, retry class by class and fall back to prev_pred."""
@@ -308,6 +385,8 @@ class Predictor:
     def _to_native(self, job: _Job) -> ClassProb:
         assert job.prob is not None
         prob = grid_to_roi(job.prob.float(), job.roi)
+        if job.local_prob is not None and job.local_roi is not None:
+            prob[_within(job.local_roi, job.roi)] = grid_to_roi(job.local_prob.float(), job.local_roi)
         if job.prompts.box is not None:
             apply_box_facts(prob, job.roi, job.prompts.box)
         return ClassProb(

@@ -42,7 +42,8 @@ def class_prompts(
     boxes: Sequence[Box | None] | None,
     clicks: list[dict[str, list[Point]]] | None,
 ) -> list[ClassPrompts]:
-    """One ClassPrompts per class, in label order; repeats removed, bad entries tolerated."""
+    """One ClassPrompts per class, in label order; repeats removed, bad entries tolerated (a None
+    box: the class has no box)."""
     out = []
     for k in range(n_classes):
         box = boxes[k] if boxes is not None and k < len(boxes) else None

@@ -40,6 +40,11 @@ class Roi:
         scale = np.asarray(grid, float) / np.asarray(self.size, float)
         return (np.asarray(points, float) - np.asarray(self.lo) + 0.5) * scale - 0.5
 
+    def to_volume(self, points: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
+        """Continuous grid coordinates (n,3) -> volume voxel coordinates (inverse of to_grid)."""
+        scale = np.asarray(self.size, float) / np.asarray(grid, float)
+        return (np.asarray(points, float) + 0.5) * scale - 0.5 + np.asarray(self.lo)
+
     def grid_spacing(self, spacing: tuple[float, float, float], grid: tuple[int, int, int]) -> np.ndarray:
         """Millimetres per grid voxel along z, y, x."""
         return np.asarray(self.size, float) * np.asarray(spacing, float) / np.asarray(grid, float)
@@ -123,6 +128,26 @@ def choose_roi(
     mid = (lo + hi + 1.0) / 2.0 if centre is None else np.asarray(centre, float) + 0.5
     bounds = [_place(c, s, d) for c, s, d in zip(mid, side_vox, shape, strict=True)]
     return Roi(tuple(b[0] for b in bounds), tuple(b[1] for b in bounds), tuple(shape))  # type: ignore[arg-type]
+
+
+def local_roi(
+    centre: np.ndarray,
+    around: Roi,
+    spacing: tuple[float, float, float],
+    config: ModelConfig,
+    fraction: float,
+) -> Roi:
+    """The finer view around a click (volume voxel `centre`): `fraction` of the object's ROI
+    `around` per axis, at least min_roi_mm and min_roi_vox, at most `around`, inside the volume.
+    On a 64-voxel grid spanning 1.6 times the object a click is a ball of about one voxel; here
+    the same click covers several, and the error band it marks is several voxels thick."""
+    sp = np.asarray(spacing, float)
+    side = np.asarray(around.size, float) * fraction
+    side = np.maximum(side, config.min_roi_mm / sp)
+    side = np.maximum(side, config.min_roi_vox)
+    side = np.minimum(side, np.asarray(around.size, float))
+    bounds = [_place(c + 0.5, s, d) for c, s, d in zip(centre, side, around.shape, strict=True)]
+    return Roi(tuple(b[0] for b in bounds), tuple(b[1] for b in bounds), around.shape)  # type: ignore[arg-type]
 
 
 def zoom_out(roi: Roi, axes: list[int], factor: float) -> Roi:

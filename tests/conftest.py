@@ -45,6 +45,8 @@ def tiny_train_config(tmp_path):
             "split_file": str(split),
             "out_dir": str(tmp_path / "run"),
             "p_synthetic": 0.0,
+            "init_from": "",
+            "workers": 0,
             "model": {"features": [4, 8, 16], "blocks_per_stage": [1, 1, 1], "grid": [16, 16, 16]},
         }
         return TrainConfig(**{**base, **overrides})

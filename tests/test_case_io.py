@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from model.boxes import BOX_KEYS, Box
-from model.case_io import Case, CaseError, read_case, write_segs
+from model.case_io import SPACING_RANGE_MM, Case, CaseError, read_case, read_prev_pred, write_segs
 
 SHAPE = (6, 10, 12)
 
@@ -175,7 +176,45 @@ def test_box_outside_volume_is_clipped(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         box = read_case(p).boxes[0]
     assert (box.z_min, box.z_max, box.x_max, box.y_max) == (0, 5, 11, 9)
-    assert "outside" in caplog.text
+    assert "partly outside" in caplog.text
+
+
+def test_box_wholly_outside_volume_is_dropped_and_keeps_its_class(tmp_path, caplog):
+    # x range 20..30 in a volume 12 wide: no voxel of it exists; clipping would invent a sliver
+    outside = _box(1, 4, 2, 20, 3, 30, 7)
+    p = _save(tmp_path / "c.npz", imgs=_imgs(), spacing=[1, 1, 1], boxes=[outside, _boxes()[1]])
+    with caplog.at_level(logging.WARNING, logger="model.case_io"):
+        case = read_case(p)
+    assert case.boxes[0] is None  # class 1 keeps its place: boxes[1] is still label 2
+    assert case.boxes[1].x_max == 11
+    assert case.n_classes == 2
+    assert "c.npz: box 0 lies outside the volume" in caplog.text and "dropped" in caplog.text
+    assert "partly" not in caplog.text
+
+
+def test_every_byte_order_is_read_as_native(tmp_path):
+    for dtype in (">i2", ">u2", ">i4", ">f4", ">f8", "<i2", "|u1"):
+        imgs = _imgs(np.dtype(dtype))
+        case = read_case(_save(tmp_path / "be.npz", imgs=imgs, spacing=[1, 1, 1], boxes=_boxes()))
+        assert case.imgs.dtype.isnative, dtype
+        assert case.imgs.dtype.kind == imgs.dtype.kind and case.imgs.dtype.itemsize == imgs.dtype.itemsize
+        assert np.array_equal(case.imgs, imgs), dtype
+
+
+def test_absurd_spacing_is_clamped_with_one_warning(tmp_path, caplog):
+    lo, hi = SPACING_RANGE_MM
+    assert (lo, hi) == (1e-3, 1e3)
+    p = _save(tmp_path / "s.npz", imgs=_imgs(), boxes=_boxes(), spacing=[1e308, 1e-9, 0.5])
+    with caplog.at_level(logging.WARNING, logger="model.case_io"):
+        assert read_case(p).spacing == (0.5, lo, hi)  # (z,y,x): the stored order reversed
+    assert len(caplog.records) == 1 and "clamped" in caplog.text and "s.npz" in caplog.text
+
+
+def test_zero_spacing_warns_once(tmp_path, caplog):
+    p = _save(tmp_path / "z.npz", imgs=_imgs(), boxes=_boxes(), spacing=[0.0, 0.0, 0.0])
+    with caplog.at_level(logging.WARNING, logger="model.case_io"):
+        assert read_case(p).spacing == (1.0, 1.0, 1.0)
+    assert len(caplog.records) == 1 and "spacing" in caplog.text
 
 
 def test_click_outside_volume_dropped_with_warning(tmp_path, caplog):
@@ -259,50 +298,143 @@ def test_no_boxes_and_no_clicks(tmp_path):
     _raises(_save(tmp_path / "np.npz", imgs=_imgs(), spacing=[1, 1, 1]), "boxes", "no prompts")
 
 
-def test_inconsistent_lengths(tmp_path):
-    p = _save(
-        tmp_path / "len.npz",
-        imgs=_imgs(),
-        boxes=_boxes(),
-        clicks=[{"fg": [[1, 1, 1]], "bg": []}],
-        clicks_order=[["fg"]],
-        prev_pred=np.zeros(SHAPE, np.uint8),
-    )
-    _raises(p, "clicks", "inconsistent")
-    p = _save(
-        tmp_path / "len2.npz",
-        imgs=_imgs(),
-        clicks=[{"fg": [[1, 1, 1]], "bg": []}],
-        clicks_order=[["fg"], ["fg"]],
-    )
-    _raises(p, "clicks_order", "inconsistent")
-
-
 def test_box_missing_key(tmp_path):
     box = dict(_boxes()[0])
     del box["z_mid"]
     _raises(_save(tmp_path / "k.npz", imgs=_imgs(), boxes=[box]), "boxes", "z_mid")
 
 
-def test_prev_pred_wrong_shape(tmp_path):
-    p = _save(
-        tmp_path / "pp.npz",
+# ------------------------------------------------------------- one bad optional key keeps the rest
+
+
+def _click_step(path: Path, **override) -> Path:
+    """A click step with boxes: two classes, readable clicks, a prev_pred with both labels."""
+    prev = np.zeros(SHAPE, np.uint8)
+    prev[2, 5, 5], prev[3, 1, 1] = 1, 2
+    arrays = dict(
         imgs=_imgs(),
-        clicks=[{"fg": [[1, 1, 1]], "bg": []}],
+        spacing=[1.0, 1.0, 3.0],
+        boxes=_boxes(),
+        clicks=[{"fg": [[2, 5, 5]], "bg": []}, {"fg": [[3, 1, 1]], "bg": [[0, 0, 0]]}],
+        clicks_order=[["fg", None], ["fg", "bg"]],
+        prev_pred=prev,
+    )
+    return _save(path, **{**arrays, **override})
+
+
+def _read_warned(path: Path, caplog) -> Case:
+    with caplog.at_level(logging.WARNING, logger="model.case_io"):
+        return read_case(path)
+
+
+def _assert_sound_parts_kept(case: Case, clicks: bool = True, prev_pred: bool = True) -> None:
+    assert case.boxes is not None and len(case.boxes) == 2 and case.boxes[0].z_max == 4
+    assert case.imgs.shape == SHAPE
+    if clicks:
+        assert case.clicks == [{"fg": [(2, 5, 5)], "bg": []}, {"fg": [(3, 1, 1)], "bg": [(0, 0, 0)]}]
+    if prev_pred:
+        assert case.prev_pred is not None and case.prev_pred[2, 5, 5] == 1 and case.prev_pred[3, 1, 1] == 2
+
+
+def test_bad_clicks_order_entry_is_ignored_and_the_rest_kept(tmp_path, caplog):
+    case = _read_warned(_click_step(tmp_path / "co.npz", clicks_order=[["fg", "xx"], ["fg", "bg"]]), caplog)
+    _assert_sound_parts_kept(case)
+    assert case.clicks_order is None and case.ignored == ("clicks_order",)
+    assert "co.npz: key 'clicks_order'" in caplog.text and "'xx'" in caplog.text and "ignored" in caplog.text
+
+
+def test_clicks_order_rows_differing_from_clicks_is_ignored(tmp_path, caplog):
+    case = _read_warned(_click_step(tmp_path / "co2.npz", clicks_order=[["fg"]]), caplog)
+    _assert_sound_parts_kept(case)
+    assert case.clicks_order is None and case.ignored == ("clicks_order",)
+    assert "co2.npz: key 'clicks_order'" in caplog.text
+
+
+def test_clicks_count_differing_from_boxes_count_ignores_the_clicks(tmp_path, caplog):
+    p = _click_step(tmp_path / "len.npz", clicks=[{"fg": [[1, 1, 1]], "bg": []}], clicks_order=[["fg"]])
+    case = _read_warned(p, caplog)
+    _assert_sound_parts_kept(case, clicks=False)
+    assert case.clicks is None and case.clicks_order is None  # which entry is which class is unknown
+    assert case.ignored == ("clicks", "clicks_order")
+    assert "len.npz: key 'clicks' has 1 entries but there are 2 boxes" in caplog.text
+
+
+def test_prev_pred_of_the_wrong_shape_is_ignored(tmp_path, caplog):
+    case = _read_warned(_click_step(tmp_path / "pp.npz", prev_pred=np.ones((2, 2, 2), np.uint8)), caplog)
+    _assert_sound_parts_kept(case, prev_pred=False)
+    assert case.prev_pred is None and case.ignored == ("prev_pred",)
+    assert "pp.npz: key 'prev_pred' shape (2, 2, 2) differs" in caplog.text
+
+
+def test_float_click_coordinates_rounded_when_whole_else_dropped(tmp_path, caplog):
+    clicks = [
+        {"fg": [[2.0, 5.0, 5.0000001]], "bg": [[2.5, 1.0, 1.0]]},
+        {
+            "fg": np.array([[3.0, 1.0, 1.0], [np.nan, 1.0, 1.0]]),
+            "bg": np.array([[0.0, 0.0, 0.0]], np.float32),
+        },
+    ]
+    case = _read_warned(_click_step(tmp_path / "f.npz", clicks=clicks), caplog)
+    _assert_sound_parts_kept(case)
+    assert all(type(c) is int for cl in case.clicks for pts in cl.values() for pt in pts for c in pt)
+    assert case.ignored == ()
+    assert "f.npz: key 'clicks' entry 0 'bg'" in caplog.text and "not voxel indices" in caplog.text
+    assert "entry 1 'fg'" in caplog.text
+
+
+def test_clicks_entry_that_is_not_a_dict_keeps_its_class_without_clicks(tmp_path, caplog):
+    clicks = [{"fg": [[2, 5, 5]], "bg": []}, "garbage"]
+    case = _read_warned(_click_step(tmp_path / "e.npz", clicks=clicks), caplog)
+    assert case.clicks == [{"fg": [(2, 5, 5)], "bg": []}, {"fg": [], "bg": []}]
+    assert "e.npz: key 'clicks' entry 1 is str" in caplog.text
+
+
+def test_nothing_usable_left_raises_with_the_shape(tmp_path, caplog):
+    # no boxes, and the only click lies outside the volume: nothing to segment from
+    p = _save(
+        tmp_path / "none.npz",
+        imgs=_imgs(),
+        spacing=[1, 1, 1],
+        clicks=[{"fg": [[60, 1, 1]], "bg": []}],
         clicks_order=[["fg"]],
-        prev_pred=np.zeros((2, 2, 2), np.uint8),
+        prev_pred=np.zeros(SHAPE, np.uint8),
     )
-    _raises(p, "prev_pred")
+    with caplog.at_level(logging.WARNING, logger="model.case_io"):
+        err = _raises(p, "no prompts")
+    assert err.shape == SHAPE and "outside the volume" in caplog.text
 
 
-def test_bad_clicks_order_entry(tmp_path):
-    p = _save(
-        tmp_path / "co.npz",
-        imgs=_imgs(),
-        clicks=[{"fg": [[1, 1, 1]], "bg": []}],
-        clicks_order=[["xx"]],
-    )
-    _raises(p, "clicks_order")
+def _unpicklable(path: Path, key: str) -> Path:
+    """Replace the pickled payload of `key` with bytes no unpickler reads (the header stays valid)."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    data = members[f"{key}.npy"]
+    members[f"{key}.npy"] = data[: data.index(b"\n") + 1] + b"\x80\x04not a pickle"
+    with zipfile.ZipFile(path, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    return path
+
+
+def test_unpicklable_boxes_at_the_box_step_raise_with_the_shape(tmp_path):
+    p = _unpicklable(_save(tmp_path / "up.npz", imgs=_imgs(), spacing=[1, 1, 1], boxes=_boxes()), "boxes")
+    err = _raises(p, "no prompts", "'boxes' cannot read")
+    assert err.shape == SHAPE  # known: a fallback can be written
+
+
+def test_unpicklable_optional_member_is_ignored(tmp_path, caplog):
+    case = _read_warned(_unpicklable(_click_step(tmp_path / "uo.npz"), "clicks_order"), caplog)
+    _assert_sound_parts_kept(case)
+    assert case.clicks_order is None and case.ignored == ("clicks_order",)
+    assert "uo.npz: key 'clicks_order' cannot read" in caplog.text
+
+
+def test_read_prev_pred_for_the_fallback(tmp_path):
+    p = _unpicklable(_click_step(tmp_path / "fb.npz"), "clicks")
+    prev = read_prev_pred(p, SHAPE)
+    assert prev is not None and prev.dtype == np.uint8 and prev[2, 5, 5] == 1 and prev[3, 1, 1] == 2
+    assert read_prev_pred(p, (1, 2, 3)) is None  # does not fit the image: no fallback from it
+    assert read_prev_pred(_save(tmp_path / "box.npz", imgs=_imgs(), boxes=_boxes()), SHAPE) is None
 
 
 # --------------------------------------------------------------------------------------- write
@@ -351,3 +483,13 @@ def test_write_segs_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_segs(out, np.zeros(SHAPE, np.uint8))
     assert os.listdir(tmp_path) == []
+
+
+def test_write_segs_long_file_name(tmp_path):
+    # 251 characters + ".npz" = 255 bytes, the longest name the file system takes
+    out = tmp_path / ("CT_" + "x" * 248 + ".npz")
+    assert len(out.name.encode()) == 255
+    write_segs(out, np.ones(SHAPE, np.uint8))
+    with np.load(out) as f:
+        assert (f["segs"] == 1).all()
+    assert os.listdir(tmp_path) == [out.name]

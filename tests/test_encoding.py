@@ -193,3 +193,9 @@ def test_normalise_image_flat_stays_flat() -> None:
     near[0, 0, 0] = 0.5
     out = normalise_image(near)
     torch.testing.assert_close(out, near - near.mean())
+
+
+def test_normalise_image_single_voxel_is_finite() -> None:
+    # a 1x1x1 volume: the sample std of one voxel is NaN, which would blank the whole input
+    out = normalise_image(torch.full((1, 1, 1), 42, dtype=torch.uint8))
+    assert torch.equal(out, torch.zeros(1, 1, 1))

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,215 @@ def test_load_predictor_maps_weights_missing_to_a_clear_setup_error(tmp_path, mo
     assert rc == 2
     assert "no trained weights" in caplog.text and "random weights are never used" in caplog.text
     assert not (out / "a.npz").exists()
+
+
+# ---------------------------------------------------------------- issue 10: bad input never costs data
+
+
+def test_output_folder_that_is_the_input_folder_is_refused(tmp_path, caplog):
+    inp, _ = _dirs(tmp_path)
+    original = _box_case(inp / "a.npz").read_bytes()
+    (tmp_path / "link").symlink_to(inp, target_is_directory=True)
+    for out in (inp, tmp_path / "link", inp / ".." / "inputs"):
+        pred = FakePredictor()
+        caplog.clear()
+        assert _run(inp, out, pred, caplog) == 2
+        assert pred.calls == []
+        assert (inp / "a.npz").read_bytes() == original  # the input is never touched
+        assert sorted(p.name for p in inp.iterdir()) == ["a.npz"]
+        assert "is the input folder" in caplog.text
+
+
+def test_input_file_that_links_to_its_output_is_not_destroyed(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    out.mkdir()
+    original = _box_case(out / "a.npz").read_bytes()  # the data lives where the output would go
+    (inp / "a.npz").symlink_to(out / "a.npz")
+    _box_case(inp / "b.npz")
+    assert _run(inp, out, FakePredictor(), caplog) == 1
+    assert (out / "a.npz").read_bytes() == original
+    assert _segs(out / "b.npz").shape == SHAPE
+    assert any(
+        line.startswith("a classes=?") and "status=input is the output" in line
+        for line in _info_lines(caplog)
+    )
+
+
+def test_entries_that_are_not_regular_files_fail_and_lose_their_stale_output(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    out.mkdir()
+    (inp / "dangling.npz").symlink_to(tmp_path / "gone.npz")
+    (inp / "folder.npz").mkdir()
+    os.mkfifo(inp / "fifo.npz")  # never opened: reading it would block the run
+    _box_case(inp / "good.npz")
+    for name in ("dangling", "folder", "fifo"):
+        (out / f"{name}.npz").write_bytes(b"output of an earlier step")
+    pred = FakePredictor()
+    assert _run(inp, out, pred, caplog) == 1
+    assert [c[0] for c in pred.calls] == ["good"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.npz"]  # stale outputs removed
+    lines = _info_lines(caplog)
+    for name, why in (("dangling", "a dangling symbolic link"), ("folder", "a folder"), ("fifo", "a FIFO")):
+        assert any(ln.startswith(f"{name} ") and "status=not a regular file" in ln for ln in lines), lines
+        assert f"{name}.npz: {why}" in caplog.text
+    assert "3 of 4 case(s) failed" in caplog.text
+
+
+def test_long_file_name_gets_its_output(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    name = "CT_" + "x" * 248 + ".npz"  # 255 bytes, the file system's limit
+    _box_case(inp / name)
+    assert _run(inp, out, FakePredictor(), caplog) == 0
+    assert _segs(out / name).shape == SHAPE
+    assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+def _click_step_with_boxes(path: Path, **override) -> np.ndarray:
+    """A click step of a 2-box case; returns its prev_pred."""
+    prev = np.zeros(SHAPE, np.uint8)
+    prev[0, 0, 0], prev[4, 7, 8] = 1, 2
+    arrays = dict(
+        imgs=np.full(SHAPE, 100, np.uint8),
+        spacing=[1.0, 1.0, 2.0],
+        boxes=[_box(0, 2, 0, 3, 0, 3), _box(2, 4, 4, 7, 5, 8)],
+        clicks=[{"fg": [[1, 1, 1]], "bg": []}, {"fg": [[3, 5, 6]], "bg": []}],
+        clicks_order=[["fg"], ["fg"]],
+        prev_pred=prev,
+    )
+    np.savez_compressed(path, **{**arrays, **override})
+    return prev
+
+
+def test_one_bad_optional_key_keeps_the_click_step(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    _box_case(tmp_path / "ref.npz")
+    _click_step_with_boxes(inp / "order.npz", clicks_order=[["fg"], ["?"]])
+    _click_step_with_boxes(inp / "count.npz", clicks=[{"fg": [[1, 1, 1]], "bg": []}])
+    _click_step_with_boxes(
+        inp / "floats.npz", clicks=[{"fg": [[1.0, 1.0, 1.0]], "bg": []}, {"fg": [[3.0, 5.0, 6.0]], "bg": []}]
+    )
+    _click_step_with_boxes(inp / "prev.npz", prev_pred=np.zeros((1, 2, 3), np.uint8))
+    assert _run(inp, out, FakePredictor(), caplog) == 0
+    expected = FakePredictor().predict_case(infer.read_case(tmp_path / "ref.npz"))
+    assert expected.any()
+    for name in ("order", "count", "floats", "prev"):
+        assert np.array_equal(_segs(out / f"{name}.npz"), expected), name  # not zeros
+    lines = {ln.split()[0]: ln for ln in _info_lines(caplog)}
+    assert lines["order"].endswith("ignored=clicks_order")
+    assert lines["count"].endswith("ignored=clicks,clicks_order")
+    assert lines["prev"].endswith("ignored=prev_pred")
+    assert "ignored" not in lines["floats"]
+    assert "order.npz: key 'clicks_order'" in caplog.text and "prev.npz: key 'prev_pred'" in caplog.text
+
+
+def _unpicklable(path: Path, key: str) -> Path:
+    """Replace the pickled payload of `key` with bytes no unpickler reads (the header stays valid)."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    data = members[f"{key}.npy"]
+    members[f"{key}.npy"] = data[: data.index(b"\n") + 1] + b"\x80\x04not a pickle"
+    with zipfile.ZipFile(path, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    return path
+
+
+def test_unpicklable_member_gets_the_fallback_and_fails(tmp_path, caplog):
+    inp, out = _dirs(tmp_path)
+    _unpicklable(_box_case(inp / "box_step.npz"), "boxes")  # box step: nothing usable is left
+    prev = _click_step_with_boxes(inp / "click_step.npz")
+    with zipfile.ZipFile(inp / "click_step.npz") as z:
+        members = {n: z.read(n) for n in z.namelist() if n != "boxes.npy"}  # a no-box case ...
+    with zipfile.ZipFile(inp / "click_step.npz", "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    _unpicklable(inp / "click_step.npz", "clicks")  # ... whose clicks cannot be read
+    assert _run(inp, out, FakePredictor(), caplog) == 1
+    zeros = _segs(out / "box_step.npz")
+    assert zeros.shape == SHAPE and zeros.dtype == np.uint8 and not zeros.any()
+    assert np.array_equal(_segs(out / "click_step.npz"), prev)  # the previous answer, not zeros
+    lines = {ln.split()[0]: ln for ln in _info_lines(caplog)}
+    assert lines["box_step"].endswith("status=unusable, zeros written")
+    assert lines["click_step"].endswith("status=unusable, prev_pred written")
+    assert "box_step.npz: key 'boxes' cannot read" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor():
+    """The real Predictor around a tiny random network (fast on one CPU thread)."""
+    import torch
+
+    from model.config import ModelConfig
+    from model.network import ResEncUNet
+    from model.predictor import Predictor
+
+    cfg = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
+    torch.manual_seed(0)
+    net = ResEncUNet(cfg)
+    with torch.no_grad():
+        net.head.bias.zero_()  # a random net with a zero bias predicts a mix of fg and bg
+    return Predictor(net, cfg, "cpu")
+
+
+def _textured_box_case(path: Path, dtype: str = "u1", spacing=(1.0, 1.0, 2.0)) -> Path:
+    imgs = (np.random.default_rng(1).random(SHAPE) * 255).astype(dtype)
+    np.savez_compressed(
+        path, imgs=imgs, spacing=list(spacing), boxes=[_box(0, 2, 0, 3, 0, 3), _box(2, 4, 4, 7, 5, 8)]
+    )
+    return path
+
+
+def test_big_endian_image_and_huge_spacing_predict_as_their_sane_twins(tmp_path, caplog, tiny_predictor):
+    inp, out = _dirs(tmp_path)
+    _textured_box_case(inp / "a_native.npz", "<i2")
+    _textured_box_case(inp / "b_big_endian.npz", ">i2")
+    _textured_box_case(inp / "c_clamped.npz", spacing=(1e3, 1.0, 2.0))
+    _textured_box_case(inp / "d_huge.npz", spacing=(1e308, 1.0, 2.0))
+    assert _run(inp, out, tiny_predictor, caplog) == 0
+    assert tiny_predictor.failed_classes == []
+    assert "status=" not in " ".join(_info_lines(caplog))
+    assert np.array_equal(_segs(out / "b_big_endian.npz"), _segs(out / "a_native.npz"))
+    assert np.array_equal(_segs(out / "d_huge.npz"), _segs(out / "c_clamped.npz"))
+    assert "d_huge.npz: 'spacing'" in caplog.text and "clamped" in caplog.text
+
+
+def test_case_in_which_every_class_failed_is_a_failed_case(tmp_path, caplog, tiny_predictor, monkeypatch):
+    def broken(jobs, case, grid):
+        raise RuntimeError("simulated network failure")
+
+    inp, out = _dirs(tmp_path)
+    _textured_box_case(inp / "box.npz")
+    prev = _click_step_with_boxes(inp / "click.npz")
+    monkeypatch.setattr(tiny_predictor, "_forward", broken)
+    assert _run(inp, out, tiny_predictor, caplog) == 1
+    assert tiny_predictor.failed_classes == [1, 2]  # the last case's classes, as the predictor reports them
+    assert not _segs(out / "box.npz").any()
+    assert np.array_equal(_segs(out / "click.npz"), prev)
+    lines = _info_lines(caplog)
+    assert len(lines) == 2 and all(ln.endswith("status=fallback") for ln in lines), lines
+    assert "every class failed (1, 2)" in caplog.text
+    assert "2 of 2 case(s) failed" in caplog.text
+
+
+def test_single_voxel_volume_is_predicted(tmp_path, caplog, tiny_predictor, monkeypatch):
+    """A 1x1x1 image normalises to a finite input (the std of one voxel is undefined)."""
+    import torch
+
+    seen = []
+    forward = tiny_predictor.net.forward
+
+    def spy(x):
+        seen.append(bool(torch.isfinite(x).all()))
+        return forward(x)
+
+    monkeypatch.setattr(tiny_predictor.net, "forward", spy)
+    inp, out = _dirs(tmp_path)
+    np.savez_compressed(
+        inp / "one.npz",
+        imgs=np.full((1, 1, 1), 7, np.uint8),
+        spacing=[1, 1, 1],
+        boxes=[_box(0, 0, 0, 0, 0, 0)],
+    )
+    assert _run(inp, out, tiny_predictor, caplog) == 0
+    assert seen == [True]
+    assert _segs(out / "one.npz").shape == (1, 1, 1)

@@ -144,3 +144,18 @@ def test_predict_sh_end_to_end_on_real_cases(tmp_path):
     assert res.returncode == 0, res.stderr[-4000:]
     _check_outputs(click_in, click_out)
     assert res.stderr.count(" step=click 1 ") == len(sources), res.stderr[-4000:]
+
+
+def test_predict_sh_refuses_an_output_folder_that_is_the_input(tmp_path):
+    """Run with OUTPUT_DIR = INPUT_DIR (through a link): exit 2 before anything is touched."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    case = inp / "case.npz"
+    np.savez_compressed(case, imgs=np.zeros((2, 3, 4), np.uint8), spacing=[1.0, 1.0, 1.0])
+    original = case.read_bytes()
+    (tmp_path / "out").symlink_to(inp, target_is_directory=True)
+    res = _run_predict_sh(inp, tmp_path / "out", weights=tmp_path / "no_weights")
+    assert res.returncode == 2, res.stderr
+    assert "is the input folder" in res.stderr
+    assert case.read_bytes() == original
+    assert sorted(p.name for p in inp.iterdir()) == ["case.npz"]

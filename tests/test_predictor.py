@@ -426,3 +426,55 @@ def test_apply_box_facts_in_roi_coordinates() -> None:
     expected = _box_facts(full, box)[roi.slices]
     np.testing.assert_array_equal(prob.numpy() > 0, expected)
     assert int((prob[4] > 0).sum()) == 3 * 4  # z_mid (6) - roi.lo (2): rows 5..7, columns 6..9
+
+
+class TwoPassNet(nn.Module):
+    """All foreground on its first call (the object's ROI), all background on the second (the
+    click's local view); it keeps every input it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.clone())
+        logit = 10.0 if len(self.inputs) == 1 else -10.0
+        return torch.full((x.shape[0], 1, *x.shape[2:]), logit, dtype=x.dtype)
+
+
+def _click_step_case() -> Case:
+    imgs = np.random.default_rng(0).integers(0, 255, (32, 48, 48)).astype(np.uint8)
+    box = Box(z_min=8, z_max=23, z_mid=15, y_min=12, y_max=35, x_min=12, x_max=35)
+    prev = np.zeros(imgs.shape, np.uint8)
+    prev[8:24, 12:36, 12:36] = 1
+    clicks = [{"fg": [], "bg": [(16, 24, 30)]}]
+    return _case(imgs, (1.0, 1.0, 1.0), boxes=[box], clicks=clicks, order=[["bg"]], prev=prev)
+
+
+def test_local_pass_decides_inside_the_clicks_view_only() -> None:
+    case = _click_step_case()
+    cfg = replace(CFG, local_fraction=0.4, max_zoom_out=0)
+    net = TwoPassNet()
+    segs = Predictor(net, cfg, "cpu").predict_case(case).segs
+    assert len(net.inputs) == 2  # the object's pass, then the click's local view
+    local = net.inputs[1][0, cfg.channels.index("prev_mask")]
+    assert torch.all(local > 0.99)  # its previous mask is the first pass's answer (all object)
+    bg = net.inputs[1][0, cfg.channels.index("bg_clicks")]
+    assert bg.sum() > net.inputs[0][0, cfg.channels.index("bg_clicks")].sum()  # the click is bigger there
+    inside = segs[8:24, 12:36, 12:36] == 0  # the local view turned its part to background
+    assert segs[16, 24, 30] == 0 and inside.any() and not inside.all()
+    # the view is min_roi_mm (24 voxels) wide around the click, x 18..41: left of it the first pass stands
+    assert segs[8, 12, 12] == 1 and segs[20, 30, 14] == 1
+
+
+def test_no_local_pass_at_a_box_step_or_when_off() -> None:
+    case = _click_step_case()
+    box_step = replace(case, clicks=None, clicks_order=None, prev_pred=None)
+    off, on = (
+        replace(CFG, local_fraction=0.0, max_zoom_out=0),
+        replace(CFG, local_fraction=0.4, max_zoom_out=0),
+    )
+    for cfg, c in ((off, case), (on, box_step)):
+        net = TwoPassNet()
+        segs = Predictor(net, cfg, "cpu").predict_case(c).segs
+        assert len(net.inputs) == 1 and segs[16, 24, 30] == 1

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from model.boxes import Box
 from model.config import ModelConfig
 from model.prompts import ClassPrompts
-from model.roi import Roi, choose_roi, grid_to_roi, object_extent, resample_to_grid, zoom_out
+from model.roi import Roi, choose_roi, grid_to_roi, local_roi, object_extent, resample_to_grid, zoom_out
 
 CFG = ModelConfig()  # box_margin 1.6, min_aspect 0.5, min_roi_mm 24, default_roi_mm 96, min_roi_vox 8
 
@@ -279,3 +279,25 @@ def test_crop_to_grid_and_back_round_trip() -> None:
     pasted[roi.slices] = grid_to_roi(resample_to_grid(crop, (16, 16, 16))[0], roi).float()
     assert (pasted - volume).abs().max().item() < 0.03
     assert pasted[: lo[0]].abs().max().item() == 0.0
+
+
+def test_to_volume_inverts_to_grid() -> None:
+    roi = Roi((3, 10, 7), (43, 30, 57), (50, 40, 60))
+    pts = np.array([[3.0, 10.0, 7.0], [20.5, 17.25, 33.0], [42.0, 29.0, 56.0]])
+    assert np.allclose(roi.to_volume(roi.to_grid(pts, (16, 16, 16)), (16, 16, 16)), pts)
+
+
+def test_local_roi_is_a_fraction_around_the_click_inside_the_object_roi() -> None:
+    cfg = ModelConfig(min_roi_mm=8.0, min_roi_vox=4)
+    around = Roi((0, 20, 20), (40, 120, 120), (60, 200, 200))
+    roi = local_roi(np.array([20.0, 70.0, 70.0]), around, (2.0, 1.0, 1.0), cfg, 0.3)
+    assert roi.size == (12, 30, 30)
+    assert all(
+        abs((lo + hi) / 2 - c) <= 1 for lo, hi, c in zip(roi.lo, roi.hi, (20.5, 70.5, 70.5), strict=True)
+    )
+    small = local_roi(
+        np.array([20.0, 70.0, 70.0]), around, (2.0, 1.0, 1.0), ModelConfig(min_roi_mm=48.0), 0.1
+    )
+    assert small.size == (24, 48, 48)  # never below min_roi_mm
+    edge = local_roi(np.array([59.0, 199.0, 0.0]), around, (2.0, 1.0, 1.0), cfg, 0.3)
+    assert edge.hi[0] == 60 and edge.hi[1] == 200 and edge.lo[2] == 0  # kept inside the volume

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from model.config import ModelConfig
+from model.roi import Roi
 from model.synthetic import synth_case
 from model.training.data import Volume
-from model.training.sampler import make_sample, next_click
+from model.training.sampler import local_sample, make_sample, next_click, pick_label, regrid, viewer_box
 
 CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
 G = CFG.grid
@@ -135,3 +136,72 @@ def test_next_click_random_policies_vary() -> None:
     assert len(clicks) > 5  # not always the deepest voxel
     official = {next_click(pred, target, np.random.default_rng(s), 1.0)[1] for s in range(5)}
     assert official == {(5, 5, 5)}  # deterministic, whatever the rng
+
+
+# ------------------------------------------------------------------- starts, small objects, local views
+def test_viewer_box_is_one_slice_rectangle_of_the_object() -> None:
+    mask = np.zeros((20, 30, 30), bool)
+    mask[4:16, 10:20, 5:25] = True
+    for seed in range(10):
+        b = viewer_box(mask, np.random.default_rng(seed))
+        assert not b.exact_z and b.z_min == b.z_max == b.z_mid and 4 <= b.z_mid < 16
+        assert 7 <= b.y_min <= 10 and 19 <= b.y_max <= 22
+        assert 2 <= b.x_min <= 5 and 24 <= b.x_max <= 27
+
+
+def test_box2d_samples_target_leaves_the_slice(volumes) -> None:
+    rng = np.random.default_rng(4)
+    got = [s for s in (make_sample(volumes[i % 3], rng, CFG, p_box=0.0, p_box2d=1.0) for i in range(30)) if s]
+    assert got and all(s.start == "box2d" for s in got)
+    for s in got:
+        b = s.prompts.box
+        assert not b.exact_z and b.z_min == b.z_max == b.z_mid  # stays one slice on the grid
+        # the whole object is the target, not the one slice the box is drawn on
+        assert s.target.any(axis=(1, 2)).sum() > 1 or s.target.sum() == s.target[b.z_mid].sum()
+    assert any(s.target.any(axis=(1, 2)).sum() > 1 for s in got)
+
+
+def test_small_bias_draws_small_objects_more_often() -> None:
+    gts = np.zeros((20, 40, 40), np.uint8)
+    gts[:, :, :30] = 1  # a big object
+    gts[2:4, 2:4, 35:37] = 2  # a small one
+    vol = Volume("v", np.zeros_like(gts), gts, (1.0, 1.0, 1.0))
+    rng = np.random.default_rng(0)
+    uniform = np.mean([pick_label(vol, rng, 0.0) == 2 for _ in range(400)])
+    biased = np.mean([pick_label(vol, rng, 1.0) == 2 for _ in range(400)])
+    assert 0.4 < uniform < 0.6 and biased > 0.9
+
+
+def test_regrid_identity_and_shift() -> None:
+    roi = Roi((0, 0, 0), (32, 32, 32), (40, 40, 40))
+    vals = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
+    assert np.allclose(regrid(vals, roi, roi, (16, 16, 16)), vals, atol=1e-5)
+    half = Roi((0, 0, 0), (16, 16, 16), (40, 40, 40))  # the first octant at twice the resolution
+    up = regrid(vals, roi, half, (16, 16, 16))
+    assert np.allclose(up[1::2, 1::2, 1::2][:-1, :-1, :-1].mean(), vals[:7, :7, :7].mean(), atol=0.05)
+
+
+def test_local_sample_is_a_finer_view_around_the_click(volumes) -> None:
+    rng = np.random.default_rng(2)
+    done = 0
+    for i in range(40):
+        s = make_sample(volumes[i % 3], rng, CFG, p_box=1.0, keep_native=True)
+        if s is None or s.target.sum() < 20:
+            continue
+        prev = s.target.copy()
+        on = np.argwhere(s.target)
+        click = tuple(int(v) for v in on[len(on) // 2])
+        prev[click] = False
+        s.prompts.fg.append(click)
+        out = local_sample(s, prev, click, rng, CFG, 0.4)
+        if out is None:
+            continue
+        local, prev_local = out
+        assert local.target.shape == prev_local.shape == G and local.native is None
+        assert all(a <= b + 1e-9 for a, b in zip(local.spacing, s.spacing, strict=True))  # finer
+        assert local.prompts.fg, "the newest click lies in its own view"
+        fz = local.prompts.fg[-1]
+        assert all(0 <= v < g for v, g in zip(fz, G, strict=True))
+        assert prev_local.any() and local.target.any()
+        done += 1
+    assert done >= 3

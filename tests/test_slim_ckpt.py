@@ -113,9 +113,9 @@ def test_restored_checkpoint_resumes_in_train(tmp_path: Path, tiny_train_config)
     cfg = tiny_train_config(
         shape=(16, 24, 24),
         val_roots=[],
-        steps=2,
+        samples=2,
         batch_size=1,
-        warmup_steps=1,
+        warmup_samples=1,
         n_synthetic=1,
         synthetic_shape=[16, 16, 16],
         max_rounds=0,
@@ -137,7 +137,7 @@ def test_restored_checkpoint_resumes_in_train(tmp_path: Path, tiny_train_config)
     assert after["step"] == 2 and after["optim"]["state"]
     main(["--ckpt", str(tmp_path / "run" / "last.pt"), "--out", str(slim_file)])
     main(["--restore", "--ckpt", str(slim_file), "--out", str(tmp_path / "run" / "last.pt")])
-    cfg.steps = 3
+    cfg.samples = 3
     train(cfg)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3]

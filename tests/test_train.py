@@ -1,4 +1,5 @@
-"""Tests of model.training.train: the tiny overfit run of issue 4 (loss falls, Dice rises) and resuming."""
+"""Tests of model.training.train: the tiny overfit run (loss falls, Dice rises), resuming with the
+schedule where it stopped, starting from shipped weights with their history, and the click loss."""
 
 from __future__ import annotations
 
@@ -8,20 +9,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.config import ModelConfig
+from model.config import ModelCard, ModelConfig
 from model.network import ResEncUNet
+from model.predictor import CARD_FILE, WEIGHTS_FILE
 from model.training.data import load_volume
+from model.training.export import export
 from model.training.sampler import make_sample
-from model.training.train import TrainConfig, train, validate
+from model.training.train import TrainConfig, click_loss, train, validate
 
 
 def _setup(tiny_train_config, steps: int) -> TrainConfig:
-    """One synthetic case (24, 32, 32) with 2 objects, trained on and validated on."""
+    """One synthetic case (24, 32, 32) with 2 objects, trained on and validated on; batch 2."""
     return tiny_train_config(
-        steps=steps,
+        samples=2 * steps,
         batch_size=2,
         lr=0.01,
-        warmup_steps=5,
+        warmup_samples=10,
         n_synthetic=2,
         synthetic_shape=[16, 24, 24],
         max_rounds=1,
@@ -69,21 +72,82 @@ def test_resume_continues_step_counter(tmp_path, tiny_train_config) -> None:
     cfg = _setup(tiny_train_config, steps=3)
     run = train(cfg, resume=True)  # nothing to resume yet
     s3 = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    assert s3["step"] == 3 and s3["train_config"]["steps"] == 3
-    assert set(s3) >= {"model", "optim", "step", "best", "wall_s", "model_config", "train_config"}
+    assert s3["step"] == 3 and s3["samples"] == 6 and s3["train_config"]["samples"] == 6
+    assert set(s3) >= {"model", "optim", "step", "samples", "best", "wall_s", "model_config", "train_config"}
     assert tuple(s3["model_config"]["features"]) == (4, 8, 16)
 
-    cfg.steps = 5
+    cfg.samples = 10
     train(cfg, resume=True)
     s5 = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    assert s5["step"] == 5 and s5["train_config"]["steps"] == 5
+    assert s5["step"] == 5 and s5["samples"] == 10 and s5["train_config"]["samples"] == 10
     assert s5["wall_s"] >= s3["wall_s"]
     # the resumed run logged steps 4 and 5 only: each step once, in order
-    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
-    assert steps == [1, 2, 3, 4, 5]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["samples"] for r in rows] == [2, 4, 6, 8, 10]
+    # the schedule went on where it stopped (at 6 samples), not from its start
+    assert rows[3]["lr"] == cfg.lr_at(6) and rows[4]["lr"] == cfg.lr_at(8)
+    assert rows[3]["lr"] != cfg.lr_at(0)
+    assert (run / "curve.png").stat().st_size > 1000
     # the weights moved on from the 3-step checkpoint
     changed = any(not torch.equal(s3["model"][k], s5["model"][k]) for k in s3["model"])
     assert changed
     # the optimizer state was restored, not restarted: Adam's step count continues from 3
     adam_steps = {int(v["step"]) for v in s5["optim"]["state"].values()}
     assert adam_steps == {5}
+
+
+def test_lr_schedule_warms_up_then_anneals() -> None:
+    cfg = TrainConfig(samples=1000, warmup_samples=100, lr=1e-3, lr_min=1e-5)
+    lrs = [cfg.lr_at(n) for n in range(0, 1001, 50)]
+    assert lrs[0] < lrs[1] < lrs[2]  # warm-up
+    assert max(lrs) <= 1e-3 and all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+    assert abs(cfg.lr_at(1000) - 1e-5) < 1e-12 and cfg.lr_at(5000) == cfg.lr_at(1000)
+
+
+def test_new_run_starts_from_weights_and_carries_history(tmp_path, tiny_train_config) -> None:
+    config = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
+    net = ResEncUNet(config)
+    weights = tmp_path / "shipped"
+    weights.mkdir()
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, weights / WEIGHTS_FILE)
+    old = {"checkpoint": "runs/old", "wall_time_s": 7200.0, "steps": 10, "config": {"batch_size": 3}}
+    ModelCard(config=config, card={"training": old, "hardware": "old box"}).save(weights / CARD_FILE)
+
+    cfg = _setup(tiny_train_config, steps=2)
+    cfg.init_from = str(weights)
+    cfg.model = {"features": [2, 4, 8]}  # ignored: a run from weights keeps their architecture
+    run = train(cfg)
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert tuple(state["model_config"]["features"]) == (4, 8, 16)
+    assert state["history"] == [{"run": "runs/old", "hardware": "old box", "hours": 2.0, "samples": 30}]
+
+    out = tmp_path / "exported"
+    export(run / "last.pt", out)
+    card = json.loads((out / CARD_FILE).read_text())
+    assert [r["samples"] for r in card["training_history"]] == [30, 4]
+    assert card["training_totals"]["samples"] == 34 and card["training_totals"]["hours"] >= 2.0
+    # and the next run from the exported weights carries both entries forward
+    cfg2 = _setup(tiny_train_config, steps=1)
+    cfg2.init_from, cfg2.out_dir = str(out), str(tmp_path / "run2")
+    state2 = torch.load(train(cfg2) / "last.pt", map_location="cpu", weights_only=False)
+    assert [r["samples"] for r in state2["history"]] == [30, 4]
+
+
+def test_click_loss_weights_the_clicked_region() -> None:
+    target = torch.zeros(1, 8, 8, 8)
+    target[0, 2:6, 2:6, 2:6] = 1
+    region = torch.zeros_like(target)
+    region[0, 2:4, 2:6, 2:6] = 1  # the clicked error: half of the object
+    logits = torch.zeros_like(target, requires_grad=True)  # every voxel equally wrong
+    click_loss(logits, target, region, click_weight=5.0).backward()
+    g = logits.grad.abs()[0]
+    inside, outside = g[2:4, 2:6, 2:6].mean(), g[4:6, 2:6, 2:6].mean()  # same target, same logit
+    # Dice pulls both halves alike; the BCE pull is (1 + 5) / W x |sigmoid - t| inside and 1 / W outside,
+    # W = sum of the weights = 512 + 5 x 32 voxels
+    assert inside > outside
+    assert abs((inside - outside).item() - 5.0 * 0.5 / (512 + 5 * 32)) < 1e-6
+    logits2 = torch.zeros_like(target, requires_grad=True)
+    click_loss(logits2, target, torch.zeros_like(target), click_weight=5.0).backward()
+    g2 = logits2.grad.abs()[0]
+    assert torch.allclose(g2[2:4, 2:6, 2:6].mean(), g2[4:6, 2:6, 2:6].mean())  # no click: no bias

@@ -34,7 +34,7 @@ def predict(case) -> np.ndarray:
     segs = np.zeros(shape, np.uint8) if case.prev_pred is None else case.prev_pred.astype(np.uint8).copy()
     if case.prev_pred is None and case.boxes:
         for k, box in enumerate(case.boxes):
-            if box is not None:
+            if box is not None:  # None: the box lay outside the volume
                 segs[box.prism(shape)] = k + 1
     for k, entry in enumerate(case.clicks or []):
         order = case.clicks_order[k] if case.clicks_order and k < len(case.clicks_order) else []

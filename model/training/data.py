@@ -8,7 +8,7 @@ work. Labels are relabelled sequentially as the organisers do before they make b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,18 @@ class Volume:
     imgs: np.ndarray
     gts: np.ndarray
     spacing: tuple[float, float, float]
+    _counts: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_classes(self) -> int:
         return int(self.gts.max())
+
+    def label_counts(self) -> np.ndarray:
+        """Voxels per label (index 0 = background), counted once: the small-object bias reads it
+        for every sample."""
+        if self._counts is None:
+            self._counts = np.bincount(self.gts.ravel(), minlength=self.n_classes + 1)
+        return self._counts
 
 
 def find_cases(roots: list[Path]) -> list[Path]:

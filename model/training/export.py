@@ -29,6 +29,13 @@ def export(ckpt: Path, out: Path, extra: dict | None = None) -> Path:
     val = []
     if metrics_file.exists():
         val = [json.loads(line) for line in metrics_file.read_text().splitlines() if "val_score" in line]
+    run = {
+        "run": state.get("train_config", {}).get("out_dir", str(ckpt.parent)),
+        "hardware": state.get("hardware", "unknown"),
+        "hours": round(state.get("wall_s", 0.0) / 3600, 3),
+        "samples": int(state.get("samples", 0)),
+    }
+    history = [*state.get("history", []), run]
     card = {
         "format": "fp16 state_dict of model.network.ResEncUNet; load with torch.load(weights_only=True)",
         "channel_order": list(config.channels),
@@ -38,9 +45,15 @@ def export(ckpt: Path, out: Path, extra: dict | None = None) -> Path:
         "training": {
             "checkpoint": str(ckpt),
             "steps": state["step"],
+            "samples": int(state.get("samples", 0)),
             "wall_time_s": round(state.get("wall_s", 0.0), 1),
             "config": state["train_config"],
-            "hardware": f"{platform.machine()} {platform.system()}, torch {torch.__version__}",
+            "hardware": state.get("hardware", f"{platform.machine()}, torch {torch.__version__}"),
+        },
+        "training_history": history,
+        "training_totals": {
+            "hours": round(sum(r["hours"] for r in history), 3),
+            "samples": sum(r["samples"] for r in history),
         },
         "validation_grid_dice_during_training": val[-5:],
         **(extra or {}),

@@ -1,10 +1,15 @@
 """Training samples on the network grid, built with the same ROI and encoding code as inference.
 
-A sample is one object of one volume: the organisers' box (or, for a share of samples, a first
-click only, as no-box cases start), the ROI that inference would choose from those prompts
-(with jittered margin and centre), and the image, target and other objects resampled to the
-grid. Interaction rounds then run on the grid: clicks are placed from the model's own errors,
-mostly as the official evaluator places them and otherwise as people do.
+A sample is one object of one volume, started as the container or a viewer starts it: the
+organisers' box, a viewer's one-slice rectangle (no z range), or a first click only (no-box
+cases). It holds the ROI that inference would choose from those prompts (with jittered margin
+and centre), and the image, target and other objects resampled to the grid. Small objects are
+drawn more often than their share, because they are where a segmenter fails most.
+
+A local sample is the second, finer view the predictor takes around the newest click: an ROI a
+fraction of the object's, centred on the click, with the previous mask resampled into it.
+Interaction rounds then run on the grid: clicks are placed from the errors, mostly as the
+official evaluator places them and otherwise as people do.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from model.boxes import Box, box_from_mask
 from model.click_sim import simulate_click
 from model.config import ModelConfig
 from model.prompts import ClassPrompts
-from model.roi import Roi, choose_roi, object_extent, resample_to_grid
+from model.roi import Roi, choose_roi, local_roi, object_extent, resample_to_grid
 from model.training.data import Volume
 
 
@@ -31,6 +37,20 @@ class Sample:
     others: np.ndarray  # (z,y,x) bool: the other objects of the volume
     prompts: ClassPrompts
     spacing: tuple[float, float, float]  # mm per grid voxel
+    start: str = "box"  # "box" (the challenge's), "box2d" (a viewer's one slice) or "click"
+    native: Native | None = None  # where the sample came from, for a local view; never batched
+
+
+@dataclass
+class Native:
+    """The volume view a sample was cut from (numpy views, nothing copied)."""
+
+    imgs: np.ndarray
+    gts: np.ndarray
+    label: int
+    spacing: tuple[float, float, float]  # mm per volume voxel, z,y,x
+    roi: Roi
+    box: Box | None
 
 
 def _view(vol: Volume, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -56,38 +76,75 @@ def _grid_box(box: Box, roi: Roi, grid: tuple[int, int, int]) -> Box:
     return Box(lo[0], hi[0], mid, lo[1], hi[1], lo[2], hi[2])
 
 
+def pick_label(vol: Volume, rng: np.random.Generator, p_small: float) -> int:
+    """A label of `vol`: uniform, or (with probability p_small) weighted by 1/sqrt(volume) so
+    small and thin objects come up far more often than their share of the data."""
+    n = vol.n_classes
+    if rng.random() >= p_small:
+        return int(rng.integers(1, n + 1))
+    counts = vol.label_counts()[1 : n + 1].astype(float)
+    w = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+    return int(rng.choice(n, p=w / w.sum())) + 1
+
+
+def viewer_box(mask: np.ndarray, rng: np.random.Generator) -> Box:
+    """A viewer's 2-D box: the object's rectangle on one slice (near the middle, as people draw
+    it), a little loose, with no z range (z_min = z_max = z_mid)."""
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    pos = float(np.clip(rng.normal(0.5, 0.2), 0.0, 1.0))
+    z = int(zs[int(round(pos * (len(zs) - 1)))])
+    ys, xs = np.nonzero(mask[z])
+    h, w = mask.shape[1:]
+    pad = rng.integers(0, 4, 4)
+    return Box.on_slice(
+        z,
+        max(int(ys.min()) - int(pad[0]), 0),
+        min(int(ys.max()) + int(pad[1]), h - 1),
+        max(int(xs.min()) - int(pad[2]), 0),
+        min(int(xs.max()) + int(pad[3]), w - 1),
+    )
+
+
 def make_sample(
-    vol: Volume, rng: np.random.Generator, config: ModelConfig, p_box: float = 0.8
+    vol: Volume,
+    rng: np.random.Generator,
+    config: ModelConfig,
+    p_box: float = 0.8,
+    p_box2d: float = 0.0,
+    p_small: float = 0.0,
+    keep_native: bool = False,
 ) -> Sample | None:
-    """A random object of `vol` prepared as inference would see it at its first step."""
+    """A random object of `vol` prepared as inference would see it at its first step.
+
+    Starts with the challenge box (p_box), a viewer's one-slice box (p_box2d), else a first
+    click only. keep_native keeps the volume view, so a local sample can be cut from it later.
+    """
     if vol.n_classes == 0:
         return None
     imgs, gts, spacing = _view(vol, rng)
-    label = int(rng.integers(1, vol.n_classes + 1))
+    label = pick_label(vol, rng, p_small)
     mask = gts == label
     if not mask.any():
         return None
     grid = config.grid
-    use_box = rng.random() < p_box
-    if use_box:
+    r = rng.random()
+    start = "box" if r < p_box else "box2d" if r < p_box + p_box2d else "click"
+    if start == "box":
         prompts = ClassPrompts(label=1, box=box_from_mask(mask, rng))
+    elif start == "box2d":
+        prompts = ClassPrompts(label=1, box=viewer_box(mask, rng))
     else:
         _, first = simulate_click(np.zeros_like(mask), mask)  # the evaluator's first click
         prompts = ClassPrompts(label=1, fg=[first])
     extent = object_extent(prompts, None, spacing)  # type: ignore[arg-type]
-    if not use_box and rng.random() < 0.5:  # as after a zoom-out or with a previous mask
+    if start == "click" and rng.random() < 0.5:  # as after a zoom-out or with a previous mask
         zs, ys, xs = np.nonzero(mask)
         extent = (np.array([zs.min(), ys.min(), xs.min()]), np.array([zs.max(), ys.max(), xs.max()]))
     margin = config.box_margin * rng.uniform(0.75, 1.5)
     roi = choose_roi(mask.shape, spacing, extent, config, margin=margin)  # type: ignore[arg-type]
     jitter = (rng.uniform(-0.12, 0.12, 3) * np.array(roi.size)).round().astype(int)
     roi = _shift(roi, jitter)
-    sl = roi.slices
-    image = resample_to_grid(torch.from_numpy(np.ascontiguousarray(imgs[sl]).astype(np.float32)), grid)[0]
-    tgt = resample_to_grid(torch.from_numpy(np.ascontiguousarray(mask[sl]).astype(np.float32)), grid)[0]
-    oth = np.ascontiguousarray((gts[sl] > 0) & ~mask[sl]).astype(np.float32)
-    others = resample_to_grid(torch.from_numpy(oth), grid)[0].numpy() > 0.5
-    target = tgt.numpy() > 0.5
+    image, target, others = _cut(imgs, gts, label, roi, grid)
     if not target.any():
         return None
     grid_prompts = ClassPrompts(
@@ -96,7 +153,74 @@ def make_sample(
         fg=[_grid_click(p, roi, grid, target) for p in prompts.fg],
     )
     gsp = tuple(float(v) for v in roi.grid_spacing(spacing, grid))  # type: ignore[arg-type]
-    return Sample(image=image, target=target, others=others, prompts=grid_prompts, spacing=gsp)
+    native = Native(imgs, gts, label, spacing, roi, prompts.box) if keep_native else None  # type: ignore[arg-type]
+    return Sample(image, target, others, grid_prompts, gsp, start, native)  # type: ignore[arg-type]
+
+
+def _cut(
+    imgs: np.ndarray, gts: np.ndarray, label: int, roi: Roi, grid: tuple[int, int, int]
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Image (raw intensities), target and other objects of `roi`, resampled to the grid."""
+    sl = roi.slices
+    crop = np.ascontiguousarray(gts[sl])
+    image = resample_to_grid(torch.from_numpy(np.ascontiguousarray(imgs[sl]).astype(np.float32)), grid)[0]
+    both = np.stack([crop == label, (crop > 0) & (crop != label)]).astype(np.float32)
+    tgt, oth = resample_to_grid(torch.from_numpy(both), grid).numpy() > 0.5
+    return image, tgt, oth
+
+
+def regrid(values: np.ndarray, src: Roi, dst: Roi, grid: tuple[int, int, int]) -> np.ndarray:
+    """Values on `src`'s grid sampled (trilinear) at `dst`'s grid voxel centres; 0 outside src."""
+    axes = []
+    for ax in range(3):
+        centres = dst.lo[ax] + (np.arange(grid[ax]) + 0.5) * dst.size[ax] / grid[ax] - 0.5
+        g = (centres - src.lo[ax] + 0.5) * grid[ax] / src.size[ax] - 0.5  # src grid coordinate
+        axes.append(torch.from_numpy((2 * g + 1) / grid[ax] - 1).float())  # align_corners=False
+    zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
+    coords = torch.stack([xx, yy, zz], dim=-1)[None]  # grid_sample wants x,y,z order
+    vals = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None, None]
+    out = F.grid_sample(vals, coords, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[0, 0].numpy()
+
+
+def local_sample(
+    s: Sample,
+    prev: np.ndarray,
+    newest: tuple[int, int, int],
+    rng: np.random.Generator,
+    config: ModelConfig,
+    fraction: float,
+) -> tuple[Sample, np.ndarray] | None:
+    """The local view of `s` around its newest click (grid point `newest`), with `prev` (on s's
+    grid) carried over as the predictor carries its first pass over.
+
+    Returns the local sample (clicks and box mapped into it) and its previous mask, or None
+    when `s` has no native view or the view misses the object.
+    """
+    nat = s.native
+    if nat is None:
+        return None
+    grid = config.grid
+    centre = nat.roi.to_volume(np.array([newest]), grid)[0]
+    jitter = rng.uniform(-0.15, 0.15, 3) * np.asarray(nat.roi.size) * fraction
+    roi = local_roi(centre + jitter, nat.roi, nat.spacing, config, fraction)
+    image, target, others = _cut(nat.imgs, nat.gts, nat.label, roi, grid)
+    if not target.any():
+        return None
+    prev_local = regrid(prev.astype(np.float32), nat.roi, roi, grid) > 0.5
+    points = {}
+    for kind in ("fg", "bg"):
+        pts = getattr(s.prompts, kind)
+        vol_pts = nat.roi.to_volume(np.array(pts), grid) if pts else np.zeros((0, 3))
+        inside = np.all((vol_pts >= np.array(roi.lo) - 0.5) & (vol_pts < np.array(roi.hi) - 0.5), axis=1)
+        g = np.clip(np.round(roi.to_grid(vol_pts[inside], grid)), 0, np.array(grid) - 1).astype(int)
+        points[kind] = [tuple(int(v) for v in p) for p in g]
+    box = nat.box
+    if box is not None and (box.z_max < roi.lo[0] or box.z_min >= roi.hi[0]):
+        box = None
+    prompts = ClassPrompts(label=1, box=_grid_box(box, roi, grid) if box else None, **points)
+    gsp = tuple(float(v) for v in roi.grid_spacing(nat.spacing, grid))
+    return Sample(image, target, others, prompts, gsp, s.start, None), prev_local  # type: ignore[arg-type]
 
 
 def _grid_click(point, roi: Roi, grid: tuple[int, int, int], target: np.ndarray) -> tuple[int, int, int]:

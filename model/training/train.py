@@ -1,10 +1,18 @@
 """Train the prompt-conditioned network: `python -m model.training.train --config configs/train_cpu.json`.
 
-Each step draws a batch of objects (real volumes and synthetic ones), runs a random number of
-simulated interaction rounds without gradients (box or first click, then corrective clicks from
-the model's own detached prediction fed back as the previous mask), and learns from the last
-round. Multi-GPU with `torchrun --nproc_per_node=N -m model.training.train ...` (DDP), AMP on
-CUDA, resumable checkpoints, a tqdm bar and a JSONL metrics log; seeds are fixed per rank.
+Training adds up: a run resumes its own `last.pt`, and a new run starts from the shipped weights
+(`init_from`) and carries their training history forward, so nothing starts from scratch again.
+The schedule is keyed on samples seen in the run (warm-up, then cosine to `lr_min`), so it
+survives stops, chunks and a change of batch size.
+
+Items come from DataLoader workers (model/training/stream.py): first steps, and click steps whose
+previous mask is a corrupted ground truth with the evaluator's click on its error, some cut as
+the predictor's local view around the click. With probability `p_own_rounds` a batch also plays
+rounds on the network's own detached predictions. The loss is BCE + soft Dice, with the BCE
+weighted up on the error region the newest click addresses: a click means "fix this region".
+
+Multi-GPU with `torchrun --nproc_per_node=N -m model.training.train ...` (DDP), AMP on CUDA,
+a tqdm bar, a JSONL metrics log and a training-curve PNG beside it; seeds are fixed per rank.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -19,15 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import binary_dilation
 
-from model.config import ModelConfig
-from model.encoding import encode
+from model.config import ModelCard, ModelConfig
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts
-from model.roi import Roi
 from model.synthetic import synth_case
+from model.training.corrupt import error_component
 from model.training.data import Volume, find_cases, load_volume, split_cases
-from model.training.sampler import Sample, augment_intensity, make_sample, next_click
+from model.training.sampler import Sample, make_sample, next_click
+from model.training.stream import ItemStream, Pool, StreamConfig, collate, encode_sample
 
 
 @dataclass
@@ -38,24 +48,34 @@ class TrainConfig:
     val_roots: list[str] = field(default_factory=lambda: ["../shared/data/cases/train"])
     split_file: str = "configs/split.json"
     out_dir: str = "runs/cpu"
-    steps: int = 3000
+    init_from: str = "weights"  # weights folder a new run starts from; "" = random init
+    samples: int = 200_000  # the run's length in samples: the schedule's unit
     batch_size: int = 4
-    lr: float = 2e-3
+    lr: float = 1e-3
+    lr_min: float = 1e-5
     weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    p_synthetic: float = 0.35
+    warmup_samples: int = 2_000
+    p_synthetic: float = 0.3
     n_synthetic: int = 96
     synthetic_shape: list[int] = field(default_factory=lambda: [48, 96, 96])
-    p_box: float = 0.8
-    max_rounds: int = 3
+    p_box: float = 0.65
+    p_box2d: float = 0.1
+    p_small: float = 0.5
+    p_first: float = 0.25
+    p_local: float = 0.3
+    max_clicks: int = 3
+    p_own_rounds: float = 0.25
+    max_rounds: int = 2
     p_official_click: float = 0.6
-    val_every: int = 250
+    click_weight: float = 5.0  # extra BCE weight on the error region the newest click addresses
+    workers: int = 2
+    val_every: int = 250  # steps
     n_val_samples: int = 48
-    ckpt_every: int = 100
+    ckpt_every: int = 100  # steps
     max_minutes: float = 1e9
     seed: int = 0
     threads: int = 0  # 0 = torch default
-    model: dict = field(default_factory=dict)  # ModelConfig overrides
+    model: dict = field(default_factory=dict)  # ModelConfig overrides (a new run from scratch only)
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -64,6 +84,24 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys: {sorted(unknown)}")
         return cls(**data)
+
+    def stream(self) -> StreamConfig:
+        return StreamConfig(
+            p_synthetic=self.p_synthetic,
+            p_box=self.p_box,
+            p_box2d=self.p_box2d,
+            p_small=self.p_small,
+            p_first=self.p_first,
+            p_local=self.p_local,
+            max_clicks=self.max_clicks,
+            p_official_click=self.p_official_click,
+        )
+
+    def lr_at(self, seen: int) -> float:
+        """Learning rate after `seen` samples of this run: linear warm-up, cosine to lr_min."""
+        warm = min(1.0, (seen + 1) / max(self.warmup_samples, 1))
+        t = min(seen / max(self.samples, 1), 1.0)
+        return warm * (self.lr_min + (self.lr - self.lr_min) * 0.5 * (1 + np.cos(np.pi * t)))
 
 
 def _dist() -> tuple[int, int, torch.device]:
@@ -80,18 +118,6 @@ def _dist() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-class Pool:
-    """Training volumes in memory: real cases (loaded once) and a fixed synthetic pool."""
-
-    def __init__(self, real: list[Volume], synthetic: list[Volume], p_synthetic: float) -> None:
-        self.real, self.synthetic = real, synthetic
-        self.p_synthetic = p_synthetic if real else 1.0
-
-    def draw(self, rng: np.random.Generator) -> Volume:
-        source = self.synthetic if (rng.random() < self.p_synthetic or not self.real) else self.real
-        return source[int(rng.integers(len(source)))]
-
-
 def synthetic_volumes(n: int, shape: list[int], seed: int) -> list[Volume]:
     """A reproducible synthetic pool; the validation pool uses another seed, never trained on."""
     rng = np.random.default_rng(seed)
@@ -103,77 +129,83 @@ def synthetic_volumes(n: int, shape: list[int], seed: int) -> list[Volume]:
     return out
 
 
-def _grid_roi(config: ModelConfig) -> Roi:
-    return Roi((0, 0, 0), tuple(config.grid), tuple(config.grid))  # type: ignore[arg-type]
-
-
-def build_batch(
-    samples: list[Sample],
-    images: list[torch.Tensor],
-    prevs: list[np.ndarray | None],
-    use_others: list[bool],
-    config: ModelConfig,
+def click_loss(
+    logits: torch.Tensor, target: torch.Tensor, region: torch.Tensor, click_weight: float
 ) -> torch.Tensor:
-    """(B, C, *grid) network input, through the same encode() inference uses."""
-    roi = _grid_roi(config)
-    xs = []
-    for s, img, prev, oth in zip(samples, images, prevs, use_others, strict=True):
-        prev_map = None
-        if prev is not None:
-            lab = np.zeros(config.grid, np.uint8)
-            if oth:
-                lab[s.others] = 2
-            lab[prev] = 1
-            prev_map = torch.from_numpy(lab)
-        xs.append(encode(img, prev_map, s.prompts, roi, s.spacing, config))
-    return torch.stack(xs)
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + soft Dice per sample, averaged: Dice keeps small objects from being ignored."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
+    """BCE weighted up on the clicked error region, + soft Dice per sample (Dice keeps small
+    objects from being ignored); the weights are normalised, so the loss scale stays put."""
+    w = 1.0 + click_weight * region
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (w * bce).flatten(1).sum(1) / w.flatten(1).sum(1)
     p = torch.sigmoid(logits).flatten(1)
     t = target.flatten(1)
     dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
-    return bce + dice.mean()
+    return (bce + dice).mean()
 
 
 def interact(
     net: torch.nn.Module,
     samples: list[Sample],
     images: list[torch.Tensor],
+    prevs: list[np.ndarray | None],
+    use_others: list[bool],
     rounds: int,
     rng: np.random.Generator,
     config: ModelConfig,
     device: torch.device,
     p_official: float,
-    use_others: list[bool] | None = None,
-) -> tuple[torch.Tensor, list[np.ndarray | None]]:
-    """Run `rounds` prediction+click rounds without gradients; return the final input and prevs."""
-    prevs: list[np.ndarray | None] = [None] * len(samples)
-    use_others = use_others or [False] * len(samples)
+) -> tuple[torch.Tensor, list[np.ndarray | None], list[np.ndarray]]:
+    """Play `rounds` rounds on the network's own detached predictions, from the given states.
+
+    Each round predicts, feeds the prediction back as the previous mask and adds a corrective
+    click on its error. Returns the next input, the previous masks, and the error region each
+    sample's newest click addresses (empty where no click was needed).
+    """
+    prevs = list(prevs)
+    regions = [np.zeros(config.grid, bool) for _ in samples]
     for _ in range(rounds):
-        x = build_batch(samples, images, prevs, use_others, config).to(device)
+        x = _stack(samples, images, prevs, use_others, config).to(device)
         with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
             pred = (net(x)[:, 0] > 0).cpu().numpy()
         for i, s in enumerate(samples):
             prevs[i] = pred[i]
             click = next_click(pred[i], s.target, rng, p_official)
+            regions[i] = np.zeros(config.grid, bool)
             if click is not None:
-                (s.prompts.fg if click[0] == "fg" else s.prompts.bg).append(click[1])
-    return build_batch(samples, images, prevs, use_others, config).to(device), prevs
+                getattr(s.prompts, click[0]).append(click[1])
+                regions[i] = error_component(pred[i], s.target, click[1])
+    return _stack(samples, images, prevs, use_others, config).to(device), prevs, regions
+
+
+def _stack(
+    samples: list[Sample],
+    images: list[torch.Tensor],
+    prevs: list[np.ndarray | None],
+    use_others: list[bool],
+    config: ModelConfig,
+) -> torch.Tensor:
+    return torch.stack(
+        [
+            encode_sample(s, img.float(), p, o, config)
+            for s, img, p, o in zip(samples, images, prevs, use_others, strict=True)
+        ]
+    )
 
 
 def _fresh(s: Sample) -> Sample:
     """A copy whose click lists can grow without touching the original (validation reuse)."""
     p = ClassPrompts(label=s.prompts.label, box=s.prompts.box, fg=list(s.prompts.fg), bg=list(s.prompts.bg))
-    return Sample(s.image, s.target, s.others, p, s.spacing)
+    return Sample(s.image, s.target, s.others, p, s.spacing, s.start)
 
 
 def validate(
     net: torch.nn.Module, val: list[Sample], config: ModelConfig, device: torch.device
 ) -> dict[str, float]:
-    """Grid Dice after the first step and after 1 and 3 official clicks (eval mode)."""
+    """Grid Dice after the first step and after 1 and 3 official clicks (eval mode).
+
+    A proxy only: it has missed a collapse that the full protocol showed. Ship weights by
+    evaluation.validate_split, never by this number.
+    """
     net.eval()
     rng = np.random.default_rng(123)
     scores: dict[str, list[float]] = {"dice_r0": [], "dice_r1": [], "dice_r3": []}
@@ -181,8 +213,20 @@ def validate(
         chunk = val[i : i + 8]
         for rounds in (0, 1, 3):
             samples = [_fresh(s) for s in chunk]
-            x, _ = interact(net, samples, [s.image for s in samples], rounds, rng, config, device, 1.0)
-            with torch.no_grad():
+            n = len(samples)
+            x, _, _ = interact(
+                net,
+                samples,
+                [s.image for s in samples],
+                [None] * n,
+                [False] * n,
+                rounds,
+                rng,
+                config,
+                device,
+                1.0,
+            )
+            with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
                 pred = (net(x)[:, 0] > 0).cpu().numpy()
             for p, s in zip(pred, samples, strict=True):
                 inter = (p & s.target).sum()
@@ -205,16 +249,98 @@ def _val_samples(vols: list[Volume], n: int, config: ModelConfig, seed: int) -> 
     return out
 
 
+def hardware() -> str:
+    """The machine in words, for the card's training history."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU, torch {torch.__version__}"
+
+
+def initial_state(cfg: TrainConfig) -> tuple[ModelConfig, dict | None, list[dict]]:
+    """(model config, network weights or None, training history) a new run starts from.
+
+    From `init_from` (a weights folder): its config and weights, and the history its card
+    records (older cards without one get a single entry from their training fields).
+    """
+    if not cfg.init_from:
+        return ModelConfig.from_dict(cfg.model), None, []
+    from model.predictor import CARD_FILE, WEIGHTS_FILE
+
+    folder = Path(cfg.init_from)
+    card = ModelCard.load(folder / CARD_FILE)
+    state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    history = list(card.card.get("training_history") or [])
+    if not history and "training" in card.card:
+        t = card.card["training"]
+        history = [
+            {
+                "run": t.get("checkpoint", "unknown"),
+                "hardware": card.card.get("hardware", t.get("hardware", "unknown")),
+                "hours": round(float(t.get("wall_time_s", 0.0)) / 3600, 3),
+                "samples": int(
+                    t.get("samples", t.get("steps", 0) * t.get("config", {}).get("batch_size", 1))
+                ),
+            }
+        ]
+    return card.config, weights, history
+
+
+def draw_curve(metrics: Path, out: Path) -> None:
+    """Loss (smoothed) and grid validation Dice against samples seen, as a PNG beside the log."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # matplotlib is a dev dependency; training runs without it
+        return
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if "loss" in r and "samples" in r]
+    val = [r for r in rows if "val_score" in r and "samples" in r]
+    if not train:
+        return
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = np.array([r["samples"] for r in train])
+    y = np.array([r["loss"] for r in train])
+    k = max(1, len(y) // 50)
+    smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+    ax.plot(x[k - 1 :], smooth, color="tab:gray", label=f"training loss (mean of {k})")
+    ax.set_xlabel("samples seen in this run")
+    ax.set_ylabel("loss")
+    if val:
+        ax2 = ax.twinx()
+        for key, color in (("dice_r0", "tab:blue"), ("dice_r1", "tab:orange"), ("dice_r3", "tab:green")):
+            ax2.plot([r["samples"] for r in val], [r[key] for r in val], "o-", color=color, label=key)
+        ax2.set_ylabel("grid validation Dice (proxy)")
+        ax2.legend(loc="lower right")
+    ax.legend(loc="upper right")
+    ax.set_title(metrics.parent.name)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def train(cfg: TrainConfig, resume: bool = True) -> Path:
     """Run (or resume) training; returns the run folder."""
     rank, world, device = _dist()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed + rank)
-    rng = np.random.default_rng(cfg.seed + 1000 * rank)
-    model_cfg = ModelConfig.from_dict(cfg.model)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=False) if resume and last.exists() else None
+    if state is not None:
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+        weights, history = state["model"], state.get("history", [])
+    else:
+        model_cfg, weights, history = initial_state(cfg)
+    step, seen, best, wall = 0, 0, -1.0, 0.0
+    if state is not None:
+        step, best, wall = state["step"], state["best"], state.get("wall_s", 0.0)
+        seen = state.get("samples", step * cfg.batch_size)
+    torch.manual_seed(cfg.seed + rank + seen)
+    rng = np.random.default_rng([cfg.seed, rank, seen])
 
     files = find_cases([Path(r) for r in cfg.roots])
     train_files, val_files = split_cases(files, Path(cfg.split_file))
@@ -227,109 +353,146 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         synthetic_volumes(8, cfg.synthetic_shape, 999_999), cfg.n_val_samples // 4, model_cfg, 8
     )
 
-    net = ResEncUNet(model_cfg).to(device)
+    net = ResEncUNet(model_cfg)
+    if weights is not None:
+        net.load_state_dict(weights)
+    net = net.to(device).to(memory_format=torch.channels_last_3d)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
-    step, best, wall = 0, -1.0, 0.0
-    last = out / "last.pt"
-    if resume and last.exists():
-        state = torch.load(last, map_location=device, weights_only=False)
-        net.load_state_dict(state["model"])
+    if state is not None:
         opt.load_state_dict(state["optim"])
-        step, best, wall = state["step"], state["best"], state.get("wall_s", 0.0)
-        rng = np.random.default_rng(cfg.seed + 1000 * rank + step)
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    loader = torch.utils.data.DataLoader(
+        ItemStream(pool, model_cfg, cfg.stream(), seed=cfg.seed + 7919 * rank + seen),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        collate_fn=collate,
+        persistent_workers=cfg.workers > 0,
+        prefetch_factor=4 if cfg.workers > 0 else None,
+    )
     if rank == 0:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        origin = "resumed " + str(last) if state is not None else f"from {cfg.init_from or 'random init'}"
         print(
             f"train: {len(real)} real + {len(pool.synthetic)} synthetic volumes, "
-            f"val {len(val)} samples from {len(val_real)} real + 8 synthetic, device {device}, world {world}"
+            f"val {len(val)} samples from {len(val_real)} real + 8 synthetic, device {device}, "
+            f"world {world}, {origin} at {seen} samples"
         )
 
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, dynamic_ncols=True)
+    bar = tqdm(total=cfg.samples, initial=seen, disable=rank != 0, dynamic_ncols=True, unit="sample")
     log = (out / "metrics.jsonl").open("a")
     t0 = time.time() - wall
+    timers = {"data": 0.0, "rounds": 0.0, "optim": 0.0}
 
     def save(path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
         torch.save(
             {
                 "model": net.state_dict(),
                 "optim": opt.state_dict(),
                 "step": step,
+                "samples": seen,
                 "best": best,
                 "wall_s": time.time() - t0,
+                "hardware": hardware(),
+                "history": history,
                 "model_config": model_cfg.to_dict(),
                 "train_config": asdict(cfg),
             },
-            path,
+            tmp,
         )
+        tmp.replace(path)
+
+    def check(record: dict) -> None:
+        nonlocal best
+        record.update(validate(net, val, model_cfg, device))
+        if record["val_score"] > best:
+            best = record["val_score"]
+            save(out / "best.pt")
+        tqdm.write(json.dumps(record))
 
     stop_at = time.time() + cfg.max_minutes * 60
-    while step < cfg.steps and time.time() < stop_at:
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
+    batches = iter(loader)
+    validated_at = -1
+    while seen < cfg.samples and time.time() < stop_at:
+        ta = time.time()
+        items = next(batches)
+        tb = time.time()
+        lr = cfg.lr_at(seen)
         for g in opt.param_groups:
             g["lr"] = lr
-        samples: list[Sample] = []
-        while len(samples) < cfg.batch_size:
-            s = make_sample(pool.draw(rng), rng, model_cfg, cfg.p_box)
-            if s is not None:
-                samples.append(s)
-        images = [augment_intensity(s.image, rng) for s in samples]
-        rounds = int(rng.integers(0, cfg.max_rounds + 1))
-        use_others = [bool(rng.random() < 0.5) for _ in samples]
         model.train()
-        x, _ = interact(
-            model, samples, images, rounds, rng, model_cfg, device, cfg.p_official_click, use_others
-        )
-        target = torch.from_numpy(np.stack([s.target for s in samples])).float().to(device)
+        rounds = int(rng.integers(1, cfg.max_rounds + 1)) if rng.random() < cfg.p_own_rounds else 0
+        regions = [it.region for it in items]
+        if rounds:
+            samples = [it.sample for it in items]
+            x, _, regions = interact(
+                model,
+                samples,
+                [it.image for it in items],
+                [it.prev for it in items],
+                [it.use_others for it in items],
+                rounds,
+                rng,
+                model_cfg,
+                device,
+                cfg.p_official_click,
+            )
+        else:
+            x = torch.stack([it.x for it in items]).to(device, non_blocking=True).float()
+        tc = time.time()
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        target = torch.from_numpy(np.stack([it.sample.target for it in items])).float().to(device)
+        region = np.stack([binary_dilation(r) if r.any() else r for r in regions])
+        region_t = torch.from_numpy(region).float().to(device)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
             logits = model(x)[:, 0]
-        loss = dice_loss(logits.float(), target)
+        loss = click_loss(logits.float(), target, region_t, cfg.click_weight)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         scaler.step(opt)
         scaler.update()
+        loss_v = loss.item()  # syncs the device, so the optimizer timer is honest
+        td = time.time()
+        timers["data"] += tb - ta
+        timers["rounds"] += tc - tb
+        timers["optim"] += td - tc
         step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", rounds=rounds)
+        seen += len(items) * world
+        bar.update(len(items) * world)
+        bar.set_postfix(loss=f"{loss_v:.3f}", rounds=rounds)
         if rank != 0:
             continue
         record = {
             "step": step,
-            "loss": round(loss.item(), 5),
+            "samples": seen,
+            "loss": round(loss_v, 5),
             "lr": lr,
             "rounds": rounds,
             "wall_s": round(time.time() - t0, 1),
         }
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            record.update(validate(net, val, model_cfg, device))
-            if record["val_score"] > best:
-                best = record["val_score"]
-                save(out / "best.pt")
-            tqdm.write(json.dumps(record))
+        if step % cfg.val_every == 0 or seen >= cfg.samples:
+            check(record)
+            validated_at = step
+            record["time_split_s"] = {k: round(v, 1) for k, v in timers.items()}
         log.write(json.dumps(record) + "\n")
         log.flush()
         if step % cfg.ckpt_every == 0:
             save(last)
     if rank == 0:
-        if not (step % cfg.val_every == 0 or step == cfg.steps):  # not validated in the loop
-            record = {
-                "step": step,
-                "wall_s": round(time.time() - t0, 1),
-                **validate(net, val, model_cfg, device),
-            }
-            if record["val_score"] > best:
-                best = record["val_score"]
-                save(out / "best.pt")
+        if validated_at != step:  # not validated at the last step in the loop
+            record = {"step": step, "samples": seen, "wall_s": round(time.time() - t0, 1)}
+            check(record)
+            record["time_split_s"] = {k: round(v, 1) for k, v in timers.items()}
             log.write(json.dumps(record) + "\n")
-            tqdm.write(json.dumps(record))
         save(last)
+        log.close()
+        draw_curve(out / "metrics.jsonl", out / "curve.png")
     bar.close()
-    log.close()
     if world > 1:
         torch.distributed.destroy_process_group()
     return out
@@ -340,14 +503,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, required=True, help="training config JSON (TrainConfig)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if the run has last.pt")
     parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
-    parser.add_argument("--steps", type=int, help="override the number of steps")
+    parser.add_argument("--samples", type=int, help="override the run's length in samples")
     parser.add_argument("--out-dir", help="override the run folder")
     args = parser.parse_args(argv)
     cfg = TrainConfig.load(args.config)
     if args.max_minutes is not None:
         cfg.max_minutes = args.max_minutes
-    if args.steps is not None:
-        cfg.steps = args.steps
+    if args.samples is not None:
+        cfg.samples = args.samples
     if args.out_dir:
         cfg.out_dir = args.out_dir
     train(cfg, resume=not args.no_resume)

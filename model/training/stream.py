@@ -1,0 +1,142 @@
+"""The stream of training items, made in DataLoader workers so the network never waits for them.
+
+Each item is one object at one interaction state, encoded exactly as inference encodes it:
+- a first step (the box, a viewer's one-slice box, or the first click), no previous mask;
+- or a click step: a previous mask corrupted from the ground truth (model/training/corrupt.py),
+  one to `max_clicks` corrective clicks on its errors, and the error region the newest click
+  addresses (the loss weights it); a share of these are cut as the predictor's local view
+  around the newest click.
+Rounds on the network's own predictions are added in the training loop, which holds the net.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from model.config import ModelConfig
+from model.encoding import box_channel, encode
+from model.roi import Roi
+from model.training.corrupt import click_rounds, corrupt, error_component
+from model.training.data import Volume
+from model.training.sampler import Sample, augment_intensity, local_sample, make_sample, next_click
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The mix of starts and states; TrainConfig carries the values."""
+
+    p_synthetic: float = 0.3
+    p_box: float = 0.65
+    p_box2d: float = 0.1
+    p_small: float = 0.5
+    p_first: float = 0.25
+    p_local: float = 0.3
+    max_clicks: int = 3
+    p_official_click: float = 0.6
+    p_others: float = 0.5
+
+
+class Pool:
+    """Training volumes in memory: real cases (loaded once) and a fixed synthetic pool."""
+
+    def __init__(self, real: list[Volume], synthetic: list[Volume], p_synthetic: float) -> None:
+        self.real, self.synthetic = real, synthetic
+        self.p_synthetic = p_synthetic if real else 1.0
+        for v in real + synthetic:  # counted before workers fork, so each does not recount
+            v.label_counts()
+
+    def draw(self, rng: np.random.Generator) -> Volume:
+        source = self.synthetic if (rng.random() < self.p_synthetic or not self.real) else self.real
+        return source[int(rng.integers(len(source)))]
+
+
+def grid_roi(config: ModelConfig) -> Roi:
+    """The ROI that is the grid itself: training prompts live in grid coordinates."""
+    return Roi((0, 0, 0), tuple(config.grid), tuple(config.grid))  # type: ignore[arg-type]
+
+
+def encode_sample(
+    s: Sample, image: torch.Tensor, prev: np.ndarray | None, use_others: bool, config: ModelConfig
+) -> torch.Tensor:
+    """(C, *grid) network input of a sample, through the same encode() inference uses."""
+    prev_map = None
+    if prev is not None:
+        lab = np.zeros(config.grid, np.uint8)
+        if use_others:
+            lab[s.others] = 2
+        lab[prev] = 1
+        prev_map = torch.from_numpy(lab)
+    return encode(image, prev_map, s.prompts, grid_roi(config), s.spacing, config)
+
+
+@dataclass
+class Item:
+    """One training item; `x` is ready for the network, the rest lets the loop play more rounds."""
+
+    x: torch.Tensor  # (C, *grid) float16
+    sample: Sample
+    image: torch.Tensor  # augmented raw intensities on the grid, float16
+    prev: np.ndarray | None
+    region: np.ndarray  # bool: the error the newest click addresses (empty at a first step)
+    use_others: bool
+    kind: str  # "first", "click" or "local"
+
+
+def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: StreamConfig) -> Item:
+    """One training item drawn from the pool (see the module docstring for the mix)."""
+    while True:
+        s = make_sample(pool.draw(rng), rng, config, mix.p_box, mix.p_box2d, mix.p_small, keep_native=True)
+        if s is not None:
+            break
+    prev: np.ndarray | None = None
+    region = np.zeros(config.grid, bool)
+    kind = "first"
+    if rng.random() >= mix.p_first:
+        kind = "click"
+        prism = None
+        if s.prompts.box is not None and s.start == "box":
+            prism = box_channel(grid_roi(config), s.prompts.box, config.grid) > 0
+        start, _ = corrupt(s.target, s.others, np.asarray(s.spacing), rng, prism)
+        n = int(rng.integers(1, mix.max_clicks + 1))
+        prev, clicks, region = click_rounds(
+            start, s.target, n, rng, lambda p, t: next_click(p, t, rng, mix.p_official_click)
+        )
+        for k, point in clicks:
+            getattr(s.prompts, k).append(point)
+        if clicks and rng.random() < mix.p_local:
+            local = local_sample(s, prev, clicks[-1][1], rng, config, float(rng.uniform(0.25, 0.6)))
+            if local is not None:
+                s, prev = local
+                newest = getattr(s.prompts, clicks[-1][0])
+                region = error_component(prev, s.target, newest[-1]) if newest else np.zeros_like(prev)
+                kind = "local"
+    s.native = None
+    image = augment_intensity(s.image, rng)
+    use_others = bool(rng.random() < mix.p_others)
+    x = encode_sample(s, image, prev, use_others, config)
+    return Item(x.half(), s, image.half(), prev, region, use_others, kind)
+
+
+class ItemStream(IterableDataset):
+    """Endless items; each worker draws from its own seed, so resumed runs see new samples."""
+
+    def __init__(self, pool: Pool, config: ModelConfig, mix: StreamConfig, seed: int) -> None:
+        self.pool, self.config, self.mix, self.seed = pool, config, mix, seed
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid = info.id if info is not None else 0
+        if info is not None:  # many workers: one thread each
+            torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, wid])
+        while True:
+            yield make_item(self.pool, rng, self.config, self.mix)
+
+
+def collate(items: list[Item]) -> list[Item]:
+    """Items stay a list: the loop stacks what it needs."""
+    return items

@@ -1,0 +1,58 @@
+"""Tests of model.training.stream: items of every kind, encoded as inference encodes, from workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import ModelConfig
+from model.synthetic import synth_case
+from model.training.data import Volume
+from model.training.stream import ItemStream, Pool, StreamConfig, collate, make_item
+
+CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def pool() -> Pool:
+    vols = []
+    for seed in range(3):
+        imgs, labels, sp = synth_case(np.random.default_rng(seed), (24, 32, 32), 3)
+        vols.append(Volume(f"v{seed}", imgs, labels, tuple(float(v) for v in sp[::-1])))  # type: ignore[arg-type]
+    return Pool(vols, [], 0.0)
+
+
+def test_items_of_every_kind(pool) -> None:
+    rng = np.random.default_rng(0)
+    mix = StreamConfig(p_first=0.3, p_local=0.5)
+    items = [make_item(pool, rng, CFG, mix) for _ in range(40)]
+    kinds = {it.kind for it in items}
+    assert kinds == {"first", "click", "local"}
+    prev_ch, fg_ch, bg_ch = (CFG.channels.index(c) for c in ("prev_mask", "fg_clicks", "bg_clicks"))
+    for it in items:
+        assert it.x.shape == (CFG.in_channels, *CFG.grid) and it.x.dtype == torch.float16
+        assert it.sample.native is None  # the volume view never travels to the loop
+        if it.kind == "first":
+            assert it.prev is None and not it.region.any() and not it.x[prev_ch].any()
+            continue
+        assert it.prev is not None and it.prev.shape == CFG.grid
+        assert it.x[fg_ch].any() or it.x[bg_ch].any()
+        if it.region.any():  # the newest click's error region is an error of the mask the net sees
+            assert not (it.region & (it.prev == it.sample.target)).any()
+    clicked = [it for it in items if it.kind == "click"]
+    assert clicked and all(it.region.any() for it in clicked)
+
+
+def test_stream_workers_differ_and_collate_keeps_lists(pool) -> None:
+    loader = torch.utils.data.DataLoader(
+        ItemStream(pool, CFG, StreamConfig(), seed=3), batch_size=3, num_workers=2, collate_fn=collate
+    )
+    batches = []
+    for b in loader:
+        batches.append(b)
+        if len(batches) == 2:
+            break
+    assert all(isinstance(b, list) and len(b) == 3 for b in batches)
+    a, b = batches[0][0].x, batches[1][0].x  # the two workers' first items
+    assert not torch.equal(a, b)
