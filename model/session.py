@@ -27,14 +27,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model.boxes import Box
 from model.budget import Budget
 from model.case_io import Case
-from model.predictor import Prediction, Predictor
 from model.prompts import Point
+
+if TYPE_CHECKING:  # the CLI imports the session before torch: the predictor arrives loaded
+    from model.predictor import Prediction, Predictor
 
 Region = tuple[slice, slice, slice]
 MAX_OBJECTS = 255  # labels of a uint8 map
