@@ -6,6 +6,12 @@ Defaults come from the environment (INPUT_DIR, OUTPUT_DIR, WEIGHTS_DIR), else /w
 /workspace/outputs and <this folder>/weights. This is what ``predict.sh`` runs inside the
 container (once per interaction step) and outside it.
 
+Each case is replayed through the model's interactive session (model/session.py), the core the
+local evaluation and the viewers' server share: its image, prev_pred, boxes and clicks become the
+session's verbs, and one prediction runs under the step's time budget, which belongs to this CLI
+(model/budget.py: 90 s x classes over the case's starts, counted from the process start for the
+first case).
+
 Behaviour (challenge_spec.md §2, §3.5, §8; every failure mode in docs/container.md):
 * an output folder that is the input folder (by path, link or mount) is refused before anything
   is touched (exit 2): each output would replace its input;
@@ -20,6 +26,8 @@ Behaviour (challenge_spec.md §2, §3.5, §8; every failure mode in docs/contain
   can be read, else zeros;
 * if prediction of a readable case fails, or every one of its classes fails inside the
   predictor, its ``prev_pred`` (or zeros) is written instead;
+* classes that fell back (an error, or the time budget) are named in the case's line, with the
+  budget's degradation level;
 * after all cases, the exit status is 1 if any case failed;
 * one INFO line per case: name, classes, step, seconds, device (then the keys ignored, and the
   status when not ok).
@@ -36,30 +44,32 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 _PROCESS_START = time.monotonic()
 
 import numpy as np  # noqa: E402
 
+from model.budget import Budget, Level  # noqa: E402
 from model.case_io import Case, CaseError, read_case, read_prev_pred, write_segs  # noqa: E402
+from model.session import Session  # noqa: E402
+
+if TYPE_CHECKING:
+    from model.predictor import Prediction
 
 log = logging.getLogger("infer")
 
 REPO = Path(__file__).resolve().parent
-SECONDS_PER_CLASS = 90.0  # the organisers' budget per class for all container runs of a case
-RUNS_PER_CASE = 6  # box step + 5 click steps
 
 EXIT_OK, EXIT_CASE_FAILED, EXIT_SETUP = 0, 1, 2
 
 
 class PredictorLike(Protocol):
-    """What infer needs of a predictor. It may also expose ``failed_classes``: the labels whose
-    prediction failed in the last ``predict_case`` (a case whose classes all failed is failed)."""
+    """What the session needs of a predictor (model.predictor.Predictor)."""
 
     device: str
 
-    def predict_case(self, case: Case, deadline: float | None = None) -> np.ndarray: ...
+    def predict_case(self, case: Case, budget: Budget | None = None) -> Prediction: ...
 
 
 PredictorFactory = Callable[[Path, str | None], PredictorLike]
@@ -173,21 +183,56 @@ def _write_unusable_fallback(path: Path, out: Path, exc: CaseError) -> str:
     return f"unusable, {what} written"
 
 
-def _predict(case: Case, predictor: PredictorLike, deadline: float) -> np.ndarray:
-    """The predictor's checked label map; raises when it failed, including when every class failed."""
-    segs = check_segs(predictor.predict_case(case, deadline=deadline), case)
-    failed = sorted(set(getattr(predictor, "failed_classes", ())))
+def replay(case: Case, session: Session) -> None:
+    """The case file as session verbs: the image, prev_pred (labels beyond the case's classes
+    removed), every box, and every class's clicks in the order clicks_order gives them, a None
+    there marking the class done. Clicks the order does not account for (no clicks_order, or a
+    shorter one) follow, foreground first; a class whose order ends in None stays done."""
+    session.set_image(case.imgs, case.spacing, name=case.name)
+    if case.prev_pred is not None:
+        session.set_label_map(fallback_segs(case))
+    for k, box in enumerate(case.boxes or (), start=1):
+        if box is not None:
+            session.add_box(k, box)
+    for k, entry in enumerate(case.clicks or (), start=1):
+        order = case.clicks_order[k - 1] if case.clicks_order else []
+        left = {"fg": list(entry["fg"]), "bg": list(entry["bg"])}
+        for kind in order:
+            if kind is None:
+                session.mark_done(k)
+            elif left[kind]:
+                session.add_click(k, left[kind].pop(0), foreground=kind == "fg")
+        for kind in ("fg", "bg"):
+            for point in left[kind]:
+                session.add_click(k, point, foreground=kind == "fg")
+        if order and order[-1] is None and (left["fg"] or left["bg"]):
+            session.mark_done(k)
+
+
+def _predict(case: Case, session: Session, budget: Budget) -> tuple[np.ndarray, str]:
+    """The checked label map and a note on what fell back; raises when the prediction failed,
+    including when every class failed."""
+    replay(case, session)
+    prediction = session.predict(budget)
+    segs = check_segs(prediction.segs, case)
+    failed = sorted(prediction.failed)
     if case.n_classes and len(failed) >= case.n_classes:
         raise RuntimeError(f"every class failed ({', '.join(map(str, failed))})")
-    return segs
+    note = ""
+    if prediction.fallbacks:
+        note += f" fell_back={','.join(map(str, prediction.fallbacks))}"
+    if prediction.level != Level.FULL:
+        note += f" degraded={prediction.level.name}"
+    return segs, note
 
 
 def _predict_or_fallback(
-    path: Path, case: Case, predictor: PredictorLike, deadline: float
-) -> tuple[np.ndarray, bool]:
-    """(label map, ok): the prediction, or the case's fallback when the prediction failed."""
+    path: Path, case: Case, session: Session, budget: Budget
+) -> tuple[np.ndarray, bool, str]:
+    """(label map, ok, note): the prediction, or the case's fallback when the prediction failed."""
     try:
-        return _predict(case, predictor, deadline), True
+        segs, note = _predict(case, session, budget)
+        return segs, True, note
     except Exception as exc:
         log.warning(
             "%s: prediction failed (%s: %s): writing %s instead",
@@ -197,15 +242,14 @@ def _predict_or_fallback(
             "prev_pred" if case.prev_pred is not None else "zeros",
             exc_info=log.isEnabledFor(logging.DEBUG),
         )
-        return fallback_segs(case), False
+        return fallback_segs(case), False, ""
 
 
-def run_case(
-    path: Path, out_dir: Path, predictor: PredictorLike, start: float, extra: str = ""
-) -> tuple[bool, str]:
-    """Process one case file. Returns (ok, one-line summary). Never raises for a bad case."""
+def run_case(path: Path, out_dir: Path, session: Session, start: float, extra: str = "") -> tuple[bool, str]:
+    """Process one case file through `session`. Returns (ok, one-line summary). Never raises for a
+    bad case. start: when the case's time began (the process start for the first case)."""
     out = out_dir / path.name
-    device = getattr(predictor, "device", "?")
+    device = getattr(session.predictor, "device", "?")
 
     def unusable(status: str) -> tuple[bool, str]:
         secs = time.monotonic() - start
@@ -232,8 +276,8 @@ def run_case(
         return unusable(_write_unusable_fallback(path, out, exc))
 
     n = case.n_classes
-    deadline = start + SECONDS_PER_CLASS * n / RUNS_PER_CASE
-    segs, ok = _predict_or_fallback(path, case, predictor, deadline)
+    budget = Budget.for_step(n, has_boxes=case.boxes is not None, start=start)
+    segs, ok, note = _predict_or_fallback(path, case, session, budget)
     status = "ok" if ok else "fallback"
     try:
         write_segs(out, segs)
@@ -241,9 +285,9 @@ def run_case(
         log.error("%s: cannot write %s: %s", path.name, out, exc)
         ok, status = False, "write failed"
     secs = time.monotonic() - start
-    if time.monotonic() > deadline:
-        log.warning("%s: over its time budget (%.1f s for %d classes)", path.name, deadline - start, n)
-    line = f"{case.name} classes={n} step={case.step} seconds={secs:.2f} device={device}{extra}"
+    if secs > budget.step_s:
+        log.warning("%s: over its time budget (%.1f s for %d classes)", path.name, budget.step_s, n)
+    line = f"{case.name} classes={n} step={case.step} seconds={secs:.2f} device={device}{extra}{note}"
     if case.ignored:
         line += f" ignored={','.join(case.ignored)}"
     return ok, line if ok else f"{line} status={status}"
@@ -298,12 +342,13 @@ def main(argv: Sequence[str] | None = None, predictor_factory: PredictorFactory 
         log.info("predictor loaded from %s in %.2f s on %s", args.weights_dir, load_s, predictor.device)
         return EXIT_OK
 
+    session = Session(predictor)  # type: ignore[arg-type]
     failed: list[str] = []
     for i, path in enumerate(files):
         # the first case also pays the start-up (imports, model load), as the official timing does
         start = _PROCESS_START if i == 0 else time.monotonic()
         extra = f" startup={t_load - _PROCESS_START + load_s:.2f}" if i == 0 else ""
-        ok, line = run_case(path, args.output_dir, predictor, start, extra)
+        ok, line = run_case(path, args.output_dir, session, start, extra)
         log.info("%s", line)
         if not ok:
             failed.append(path.name)

@@ -3,7 +3,8 @@
 Run: ``python -m bench._profile_step CASE.npz OUT_DIR --json RESULT.json [--weights weights]
 [--device cpu|cuda] [--floor-only]``. It must be a fresh process: the point is the cold start.
 Phases: interpreter (before this script ran), imports, weights, read, network (ROI + network,
-from ``predictor.last_timings``), fusion (likewise), write. ``--floor-only`` times only what the
+from the prediction's ``timings``), fusion (likewise), write. The step runs under the CLI's time
+budget, counted from this process's start. ``--floor-only`` times only what the
 floor needs (import torch, read, write zeros), which works before any weights exist.
 The JSON also holds the peak host RAM of this process (VmHWM / ru_maxrss) and, on CUDA, the
 peak GPU memory torch allocated.
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor-only", action="store_true")
     args = ap.parse_args(argv)
 
-    from model.budget import process_age_s
+    from model.budget import Budget, process_age_s
 
     res: dict = {
         "case": args.case.name,
@@ -80,15 +81,15 @@ def main(argv: list[str] | None = None) -> int:
 
         if predictor is not None:
             t0 = time.perf_counter()
-            segs = predictor.predict_case(case)
+            budget = Budget.for_step(case.n_classes, bool(case.boxes), time.monotonic() - process_age_s())
+            prediction = predictor.predict_case(case, budget)
+            segs = prediction.segs
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             t["predict"] = time.perf_counter() - t0
-            last = dict(getattr(predictor, "last_timings", {}) or {})
-            for key in ("network", "fusion"):
-                if key in last:
-                    t[key] = float(last[key])
-            res["last_timings"] = {k: float(v) for k, v in last.items() if isinstance(v, int | float)}
+            t.update(prediction.timings)
+            res["timings"] = dict(prediction.timings)
+            res["level"] = prediction.level.name
         else:
             segs = np.zeros(case.shape, np.uint8)
 

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from model.budget import Budget
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CASES = REPO.parent / "shared" / "data" / "cases" / "imgs"
 SYNTHETIC = {  # name: (shape, classes)
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 else predict_sh(case, tmp / "e2e", args.weights, device, args.timeout)
             )
             n = step.get("n_classes") or floor_run.get("n_classes")
-            budget = 90.0 * n / 6 if n else None
+            budget = Budget(n).step_s if n else None
             ok = bool(step.get("ok"))
             rows.append(
                 {

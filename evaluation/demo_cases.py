@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.boxes import BOX_KEYS, boxes_from_labels, relabel_sequential
+from model.boxes import boxes_from_labels, relabel_sequential
 from model.synthetic import synth_case
 
 
@@ -24,7 +24,7 @@ def challenge_boxes(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     boxes = boxes_from_labels(labels, rng)
     arr = np.empty(len(boxes), dtype=object)
     for i, b in enumerate(boxes):
-        arr[i] = {k: np.int64(b[k]) for k in BOX_KEYS}
+        arr[i] = {k: np.int64(v) for k, v in b.to_challenge().items()}
     return arr
 
 

@@ -10,7 +10,8 @@ Per case, exactly as CVPR25_iter_eval.py runs it:
   ``inputs/<case>`` with ``imgs, spacing, clicks, clicks_order, prev_pred`` (+ ``boxes``) by
   ``np.savez_compressed`` of the same Python objects as the official code;
 * every step is a fresh ``sh predict.sh`` process (cwd = the submission folder, ``INPUT_DIR`` and
-  ``OUTPUT_DIR`` set: the container start of the official run), timed by wall clock;
+  ``OUTPUT_DIR`` set: the container start of the official run), timed by wall clock; another
+  step runner may be passed (``evaluation.in_process``: the model's session in this process);
 * after each step ``outputs/<case>`` is scored (DSC, and NSD when DSC > 0.2) on the raw ``segs``;
 * ``outputs/`` persists across steps and cases, as in the official run.
 
@@ -41,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.metrics import auc, gt_classes, score_step
+from model.budget import case_allowance_s
 from model.click_sim import simulate_clicks
 
 N_CLICKS = 5
@@ -49,6 +51,9 @@ N_STEPS = N_CLICKS + 1
 # official CSV columns (RunningTime_k, DSC_k, NSD_k): _1 = box, _2.._6 = click1..click5.
 STEP_NAMES = ("box", *(f"click{i}" for i in range(1, N_CLICKS + 1)))
 SECONDS_PER_CLASS = 90
+
+#: One step: (submission, inputs, outputs, log file, timeout) -> (seconds, exit status, timed out).
+StepRunner = Callable[[Path, Path, Path, Path | None, float | None], tuple[float, int | None, bool]]
 
 OK, SKIPPED, STALE, MISSING = "ok", "skipped", "stale", "missing"
 BAD_OUTPUT, TIMEOUT = "bad_output", "timeout"
@@ -126,7 +131,7 @@ class CaseResult:
 
     @property
     def runtime_upperbound(self) -> int:
-        return SECONDS_PER_CLASS * self.num_class
+        return int(case_allowance_s(self.num_class))  # the official CSV writes an integer
 
     @property
     def budget_share(self) -> float:
@@ -243,12 +248,14 @@ def run_case(
     step_timeout: float | None = None,
     on_step: Callable[[StepResult], None] | None = None,
     keep_all_segs: bool = False,
+    step_runner: StepRunner | None = None,
 ) -> tuple[CaseResult, list[np.ndarray]]:
     """Run one case through the 6 steps. ``run_dir/outputs`` must exist and persists.
 
     Returns the result and, when ``keep_all_segs``, the uint8 prediction after every step run
-    (the official ``all_segs``).
+    (the official ``all_segs``). step_runner runs one step (default: :func:`run_predict`).
     """
+    step_runner = step_runner or run_predict
     case_file, gts_file, run_dir = Path(case_file), Path(gts_file), Path(run_dir)
     name = case_file.name
     inputs, outputs = run_dir / "inputs", run_dir / "outputs"
@@ -290,7 +297,7 @@ def run_case(
             write_click_input(in_path, imgs, spacing, clicks, order, prev_u8, boxes)
         before = _stat(out_path)
         log_path = None if log_dir is None else Path(log_dir) / f"{Path(name).stem}_{step.name}.log"
-        step.runtime, step.returncode, timed_out = run_predict(
+        step.runtime, step.returncode, timed_out = step_runner(
             submission, inputs, outputs, log_path, step_timeout
         )
         after = _stat(out_path)

@@ -7,6 +7,11 @@ Usage (``bash evaluation/run_local.sh`` passes its arguments here)::
     python -m evaluation.run_local DIR [OUT_DIR]           # DIR/imgs + DIR/gts
     python -m evaluation.run_local TRAIN_DIR [- OUT_DIR]   # training files (gts inside)
     ... [--submission DIR] [--step-timeout S] [--cases GLOB] [--limit N] [--no-plots] [--no-floor]
+    ... [--in-process [--weights DIR] [--device cpu|cuda]]
+
+Each step is a fresh ``sh predict.sh`` process, as the organisers run it. ``--in-process`` runs
+every step through this repository's model in one process instead (weights loaded once, see
+evaluation/in_process.py): the same scores, faster, but not the organisers' timing.
 
 The box-prism floor (evaluation/baselines/box_prism: the box painted, a ball per click) is scored
 on the same cases into OUT_DIR/floor and printed beside the submission (OUT_DIR/summary_vs_floor.csv),
@@ -33,6 +38,7 @@ from evaluation.protocol import (
     N_STEPS,
     CaseResult,
     StepResult,
+    StepRunner,
     load_npz,
     prepare_run_dirs,
     run_case,
@@ -134,6 +140,7 @@ def evaluate(
     save_segs: bool = True,
     progress: bool = True,
     desc: str = "evaluating",
+    step_runner: StepRunner | None = None,
 ) -> list[CaseResult]:
     """Run every case of imgs_dir through the protocol and write the report into out_dir."""
     out_dir = Path(out_dir)
@@ -175,6 +182,7 @@ def evaluate(
                 step_timeout=step_timeout,
                 on_step=on_step,
                 keep_all_segs=save_segs,
+                step_runner=step_runner,
             )
         except Exception as exc:
             spacing = np.ones(3)
@@ -223,11 +231,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo-n", type=int, default=4, help="number of demo cases")
     ap.add_argument("--seed", type=int, default=2025, help="seed of demo cases / box margins")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run this repo's model in this process, not predict.sh per step",
+    )
+    ap.add_argument(
+        "--weights", type=Path, default=REPO_ROOT / "weights", help="--in-process: weights folder"
+    )
+    ap.add_argument("--device", choices=("cpu", "cuda"), default=None, help="--in-process: device")
     args = ap.parse_args(argv)
 
     submission = args.submission.resolve()
     if not (submission / "predict.sh").is_file():
         raise SystemExit(f"no predict.sh in {submission} (use --submission DIR)")
+    step_runner = None
+    if args.in_process:
+        if submission != REPO_ROOT:
+            raise SystemExit(
+                "--in-process runs this repository's model: it cannot score another --submission"
+            )
+        from evaluation.in_process import InProcessStep
+
+        step_runner = InProcessStep(args.weights, args.device)
     imgs_dir, gts_dir, out_dir = resolve_inputs(args)
     t0 = time.perf_counter()
     results = evaluate(
@@ -242,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         save_segs=not args.no_save_segs,
         progress=not args.no_progress,
         desc="submission",
+        step_runner=step_runner,
     )
     seconds = time.perf_counter() - t0
     csv_path = report.write_metrics_csv(results, out_dir)
@@ -268,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         floor_path = report.write_floor_csv(comparison, out_dir)
     plot_paths = report.plot_curves(results, out_dir) if not args.no_plots else []
     print()
-    print(f"submission: {submission}")
+    print(f"submission: {submission}" + (" (in process, through model.session)" if args.in_process else ""))
     print(f"{len(results)} cases from {imgs_dir} in {seconds:.1f} s")
     print()
     print(report.format_summary(rows))

@@ -15,9 +15,11 @@ says so with ``logging.warning``:
 3. ``PREV_PRED``: only as many classes as still fit are predicted (coarse); the rest keep their
    ``prev_pred`` mask (or nothing on the box step), which is always a valid answer.
 
-Use from the predictor::
+This module is the one place the rule lives. The CLI owns the budget (a viewer has none): it
+makes one per case with :meth:`Budget.for_step`, counted from the process start for the first
+case, and hands it to ``Predictor.predict_case``, which plans with it::
 
-    budget = Budget(n_classes, start=time.monotonic() - process_age_s())
+    budget = Budget.for_step(n_classes, has_boxes, start=time.monotonic() - process_age_s())
     ...
     t0 = budget.clock(); run_one_pass(batch); pass_s = budget.clock() - t0
     plan = budget.plan(seconds_per_class=pass_s / len(batch), classes_left=n_left,
@@ -39,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 PER_CLASS_S = 90.0
 #: Container starts per case: the box step + 5 clicks (5 when the case has no boxes).
 STEPS = 6
+#: Container starts of a case without boxes: the organisers skip its box step.
+STEPS_WITHOUT_BOXES = STEPS - 1
 #: Default reserve for what this process cannot time: ``docker run`` start-up and tear-down,
 #: the interpreter before ``start`` and a little scheduling noise.
 RESERVE_S = 4.0
@@ -78,6 +83,11 @@ class Plan:
     classes_to_run: int
     projected_s: float
     remaining_s: float
+
+
+def case_allowance_s(n_classes: int) -> float:
+    """Seconds all container starts of a case may take together."""
+    return PER_CLASS_S * n_classes
 
 
 def process_age_s() -> float:
@@ -135,6 +145,12 @@ class Budget:
         self.coarse_factor = float(coarse_factor)
         self.slack = float(slack)
         self.level = Level.FULL
+
+    @classmethod
+    def for_step(cls, n_classes: int, has_boxes: bool, start: float | None = None, **kwargs: Any) -> Budget:
+        """The budget of one container start of a case: its share of the case's allowance (6 starts
+        share it, 5 when the case has no boxes). Other keyword arguments go to the constructor."""
+        return cls(n_classes, start=start, steps=STEPS if has_boxes else STEPS_WITHOUT_BOXES, **kwargs)
 
     @property
     def deadline(self) -> float:

@@ -10,7 +10,8 @@ Everything that can vary between the organisers' files is accepted:
   is converted to native order, which torch needs);
 * ``spacing`` as any numeric array of length 3 (x,y,z); values that are not positive numbers
   become 1.0, the others are clamped to :data:`SPACING_RANGE_MM`;
-* ``boxes`` / ``clicks`` as object arrays (or lists) of dicts with ``np.int64``, int or float values;
+* ``boxes`` / ``clicks`` as object arrays (or lists) of dicts with ``np.int64``, int or float values
+  (boxes come out as :class:`model.boxes.Box`);
 * ``clicks_order`` as a ``<U2`` array (N, t), an object array with ``None`` entries, or ragged lists;
 * ``prev_pred`` of any integer dtype (uint8, uint16 ...), returned as uint8.
 
@@ -35,16 +36,17 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from model.boxes import BOX_KEYS, Box
+
 log = logging.getLogger(__name__)
 
-BOX_KEYS = ("z_min", "z_max", "z_mid", "z_mid_x_min", "z_mid_y_min", "z_mid_x_max", "z_mid_y_max")
 # axis of the volume each box key indexes (z=0, y=1, x=2)
 _BOX_AXIS = {
     "z_min": 0,
@@ -97,14 +99,15 @@ class CaseError(ValueError):
 class Case:
     """One validated case. Arrays are (z,y,x); coordinates are voxel indices in that order.
 
-    ``boxes[k]`` is ``None`` for a class whose box lay wholly outside the volume. ``ignored``
+    ``boxes[k]`` is ``None`` for a class whose box lay wholly outside the volume (or, in a case
+    built by a session, for an object without a box). ``ignored``
     names the keys that were present but could not be used (each was warned about).
     """
 
     name: str
     imgs: np.ndarray
     spacing: tuple[float, float, float]
-    boxes: list[dict[str, int] | None] | None
+    boxes: Sequence[Box | None] | None
     clicks: list[dict[str, list[Point]]] | None
     clicks_order: list[list[str | None]] | None
     prev_pred: np.ndarray | None
@@ -255,7 +258,7 @@ class _OptionalKeys:
 
 def _consistent_clicks(
     keys: _OptionalKeys,
-    boxes: list[dict[str, int] | None] | None,
+    boxes: Sequence[Box | None] | None,
     clicks: list[dict[str, list[Point]]] | None,
     clicks_order: list[list[str | None]] | None,
 ) -> tuple[list[dict[str, list[Point]]] | None, list[list[str | None]] | None]:
@@ -281,9 +284,7 @@ def _consistent_clicks(
     return clicks, clicks_order
 
 
-def _has_prompt(
-    boxes: list[dict[str, int] | None] | None, clicks: list[dict[str, list[Point]]] | None
-) -> bool:
+def _has_prompt(boxes: Sequence[Box | None] | None, clicks: list[dict[str, list[Point]]] | None) -> bool:
     return any(b is not None for b in boxes or ()) or any(c["fg"] or c["bg"] for c in clicks or ())
 
 
@@ -368,11 +369,11 @@ def _to_int(value: Any, key: str, fail: Callable[[str, str], CaseError]) -> int:
 
 def _parse_boxes(
     raw: Any, shape: tuple[int, int, int], fname: str, fail: Callable[[str, str], CaseError]
-) -> list[dict[str, int] | None]:
+) -> list[Box | None]:
     items = _as_list(raw, "boxes", fail)
     if not items:
         raise fail("boxes", "is empty")
-    boxes: list[dict[str, int] | None] = []
+    boxes: list[Box | None] = []
     for k, item in enumerate(items):
         if not isinstance(item, dict):
             raise fail("boxes", f"entry {k} is {type(item).__name__}, expected a dict")
@@ -384,7 +385,7 @@ def _parse_boxes(
     return boxes
 
 
-def _fit_box(box: dict[str, int], k: int, shape: tuple[int, int, int], fname: str) -> dict[str, int] | None:
+def _fit_box(box: dict[str, int], k: int, shape: tuple[int, int, int], fname: str) -> Box | None:
     """The box with ordered bounds, clipped to the volume; None when it lies wholly outside."""
     for lo, hi in _BOX_RANGES:
         if box[lo] > box[hi]:
@@ -398,7 +399,7 @@ def _fit_box(box: dict[str, int], k: int, shape: tuple[int, int, int], fname: st
         log.warning("%s: box %d lies partly outside the volume %s: clipped", fname, k, shape)
     if not clipped["z_min"] <= clipped["z_mid"] <= clipped["z_max"]:
         log.warning("%s: box %d has z_mid outside [z_min, z_max]", fname, k)
-    return clipped
+    return Box.from_challenge(clipped)
 
 
 def _parse_points(raw: Any, where: str, shape: tuple[int, int, int], fname: str) -> list[Point]:

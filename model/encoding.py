@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from model.boxes import Box
 from model.config import ModelConfig
 from model.prompts import ClassPrompts, Point
 from model.roi import Roi, resample_to_grid
@@ -41,21 +42,19 @@ def _cover(centres: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return inside
 
 
-def box_channel(roi: Roi, box: dict[str, int] | None, grid: tuple[int, int, int]) -> np.ndarray:
-    """The organisers' prism: exact z range, x/y of the middle slice only (inclusive bounds)."""
+def box_channel(roi: Roi, box: Box | None, grid: tuple[int, int, int]) -> np.ndarray:
+    """The box prism: 0.5 over slices z_min..z_max inside the rectangle, 1.0 on slice z_mid whose
+    rectangle it really is. A one-slice box (z_min = z_max = z_mid) is its rectangle alone."""
     out = np.zeros(grid, np.float32)
     if box is None:
         return out
     cz, cy, cx = _axis_grid(roi, grid)
-    if box["z_max"] < roi.lo[0] or box["z_min"] >= roi.hi[0]:
+    if box.z_max < roi.lo[0] or box.z_min >= roi.hi[0]:
         return out
-    z_in = _cover(cz, box["z_min"], box["z_max"])
-    rect = (
-        _cover(cy, box["z_mid_y_min"], box["z_mid_y_max"])[:, None]
-        & _cover(cx, box["z_mid_x_min"], box["z_mid_x_max"])[None, :]
-    )
+    z_in = _cover(cz, box.z_min, box.z_max)
+    rect = _cover(cy, box.y_min, box.y_max)[:, None] & _cover(cx, box.x_min, box.x_max)[None, :]
     out[z_in] = 0.5 * rect
-    out[int(np.argmin(np.abs(cz - box["z_mid"])))][rect] = 1.0
+    out[int(np.argmin(np.abs(cz - box.z_mid)))][rect] = 1.0
     return out
 
 

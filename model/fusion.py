@@ -6,8 +6,10 @@ spurious islands (they cost DSC and, worse, NSD). Public entries let the last cl
 the others and never clean up; here:
 
 1. Each voxel takes the most probable class if that probability beats background
-   (``p > threshold``), else 0. Ties go to the lower label.
-2. Per class, 26-connected components are taken. A component is kept when it carries prompt
+   (``p > threshold``), else 0. Ties go to the lower label. A *locked* class (one the user or
+   the evaluator marked done: its mask is final) is not a competitor: it keeps every voxel of
+   its mask, whatever the others predict there, and its mask is not cleaned.
+2. Per unlocked class, 26-connected components are taken. A component is kept when it carries prompt
    evidence: it holds a foreground click of that class, or it meets the box's middle-slice
    rectangle (slice ``z_mid``, the x/y rectangle). When no component does, the largest is kept
    (ties: the one that comes first in raster order). A component holding a foreground click is
@@ -33,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from model.boxes import Box
+
 log = logging.getLogger(__name__)
 
 Roi = tuple[slice, slice, slice]
@@ -47,14 +51,17 @@ class ClassProb:
     prob: float16/float32 P(object) of the ROI's shape; a numpy array, a torch tensor (CPU or
         CUDA; a CUDA tensor stays on the device with the cuda backend) or a cupy array.
     fg_clicks: foreground clicks of this class in volume (z, y, x) coordinates.
-    box: the challenge box (inclusive bounds; x/y are those of the middle slice z_mid only), or None.
+    box: the box prompt (its rectangle lies on slice z_mid), or None.
+    locked: the mask ``prob > threshold`` is final (a class marked done): it wins all its voxels
+        and is never cleaned.
     """
 
     label: int
     roi: Roi
     prob: Any
     fg_clicks: list[tuple[int, int, int]] = field(default_factory=list)
-    box: dict[str, int] | None = None
+    box: Box | None = None
+    locked: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,9 +203,11 @@ def fuse(
     hi = [max(rois[i][a].stop for i in nonempty) for a in range(3)]
     best = xp.full([h - low for low, h in zip(lo, hi, strict=True)], threshold, dtype=dtype)
 
-    # 1. argmax against background, class by class in ascending label order; a strict ">" keeps
-    #    the earlier (lower) label on ties.
-    for i in nonempty:
+    # 1. Locked classes first: their mask is final, so each voxel of it is taken at a probability
+    #    no competitor can beat (2 > any p). Then argmax against background, class by class in
+    #    ascending label order; a strict ">" keeps the earlier (lower) label on ties.
+    order = [i for i in nonempty if items[i].locked] + [i for i in nonempty if not items[i].locked]
+    for i in order:
         c, r = items[i], rois[i]
         p = to_xp(c.prob)
         want = tuple(s.stop - s.start for s in r)
@@ -207,15 +216,20 @@ def fuse(
         if p.dtype != dtype:
             p = p.astype(dtype)
         best_v = best[tuple(slice(s.start - o, s.stop - o) for s, o in zip(r, lo, strict=True))]
-        win = p > best_v
-        xp.copyto(best_v, p, where=win)
+        if c.locked:
+            win = p > threshold
+            xp.copyto(best_v, 2.0, where=win)
+        else:
+            win = p > best_v
+            xp.copyto(best_v, p, where=win)
         xp.copyto(out[r], int(c.label), where=win)
         del p, win
     del best
 
-    # 2. connected components per class, inside its ROI.
+    # 2. connected components per unlocked class, inside its ROI.
     for i in nonempty:
-        _clean_class(xp, out, items[i], rois[i], label_fn)
+        if not items[i].locked:
+            _clean_class(xp, out, items[i], rois[i], label_fn)
 
     return out.get() if backend == "cuda" else out
 
@@ -264,15 +278,13 @@ def _clean_class(xp: Any, out: Any, c: ClassProb, r: Roi, label_fn: Any) -> None
     xp.copyto(out_v, 0, where=drop)
 
 
-def _rect_in_roi(box: dict[str, int], r: Roi) -> tuple[int, slice, slice] | None:
-    """ROI-local index of the box's middle-slice rectangle, or None when it misses the ROI."""
-    z = int(box["z_mid"])
+def _rect_in_roi(box: Box, r: Roi) -> tuple[int, slice, slice] | None:
+    """ROI-local index of the box's rectangle (on slice z_mid), or None when it misses the ROI."""
+    z = box.z_mid
     if not r[0].start <= z < r[0].stop:
         return None
-    y0 = max(int(box["z_mid_y_min"]), r[1].start)
-    y1 = min(int(box["z_mid_y_max"]) + 1, r[1].stop)
-    x0 = max(int(box["z_mid_x_min"]), r[2].start)
-    x1 = min(int(box["z_mid_x_max"]) + 1, r[2].stop)
+    y0, y1 = max(box.y_min, r[1].start), min(box.y_max + 1, r[1].stop)
+    x0, x1 = max(box.x_min, r[2].start), min(box.x_max + 1, r[2].stop)
     if y0 >= y1 or x0 >= x1:
         return None
     return (

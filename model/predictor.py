@@ -1,24 +1,28 @@
-"""One step of one case: prompts -> ROI -> batched network -> fusion, within the time budget.
+"""One step of one case: prompts -> ROI -> batched network -> fusion, within an optional time budget.
 
 Every class is recomputed from its whole prompt history (box, all clicks, its prev_pred mask).
 All classes of a case go through the network together, in batches of up to `max_batch` ROIs.
 A class whose prediction touches its ROI border (where the ROI is not the volume's edge) is
-zoomed out and predicted again, a bounded number of times. A class the simulator marked perfect
-at the last step (None in clicks_order) keeps its prev_pred mask: nothing to fix, no risk.
+zoomed out and predicted again, a bounded number of times; with `local_fraction` > 0 the newest
+click of each class gets a finer second look (`_local_pass`). A class marked done (None last in
+its clicks_order: the evaluator found it perfect) keeps its prev_pred mask, locked in fusion:
+nothing to fix, no risk. A class whose ROI or forward pass fails, or that the time budget cuts,
+falls back to its prev_pred mask; the result says which (:class:`Prediction`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from model.boxes import box_prism
-from model.budget import Budget
+from model.boxes import Box
+from model.budget import Budget, Level
 from model.case_io import Case
 from model.config import ModelCard, ModelConfig
 from model.encoding import encode
@@ -37,6 +41,30 @@ class WeightsMissingError(FileNotFoundError):
     """No trained checkpoint: the predictor never runs random weights."""
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One step's answer, and what happened on the way (for logs, the CLI's status, a viewer).
+
+    segs: uint8 label map of the case's shape; label k+1 is the object of boxes[k] / clicks[k].
+    timings: seconds per phase: "network" (prompts, ROIs, forward passes) and "fusion".
+    failed: label -> reason, for the classes whose ROI or forward pass raised.
+    cut: the classes the time budget left unpredicted.
+    level: the budget's degradation level (FULL without a budget).
+    Failed and cut classes keep their prev_pred mask (or stay empty at the box step).
+    """
+
+    segs: np.ndarray
+    timings: dict[str, float]
+    failed: dict[int, str]
+    cut: tuple[int, ...]
+    level: Level
+
+    @property
+    def fallbacks(self) -> tuple[int, ...]:
+        """Every class that did not get a fresh prediction from the network, in label order."""
+        return tuple(sorted(set(self.failed) | set(self.cut)))
+
+
 @dataclass
 class _Job:
     """One class on its way through the network."""
@@ -48,6 +76,37 @@ class _Job:
     newest: tuple[int, int, int] | None = None  # this step's click (volume voxel), if any
     local_roi: Roi | None = None  # the finer view around `newest`
     local_prob: torch.Tensor | None = None  # on the grid of local_roi
+
+
+@dataclass
+class _Kept:
+    """The classes of one step whose mask comes from prev_pred instead of the network, and why."""
+
+    case: Case
+    prev_boxes: list[tuple[np.ndarray, np.ndarray] | None]
+    probs: list[ClassProb] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    cut: list[int] = field(default_factory=list)
+
+    def keep_prev(self, p: ClassPrompts, locked: bool = False) -> None:
+        """The class's prev_pred mask as a certain probability inside its bounding box (if any)."""
+        pbox = self.prev_boxes[p.label - 1]
+        if pbox is None:
+            return
+        assert self.case.prev_pred is not None
+        (z0, y0, x0), (z1, y1, x1) = (int(v) for v in pbox[0]), (int(v) for v in pbox[1])
+        sl = (slice(z0, z1 + 1), slice(y0, y1 + 1), slice(x0, x1 + 1))
+        prob = (self.case.prev_pred[sl] == p.label).astype(np.float16)
+        self.probs.append(ClassProb(p.label, sl, prob, fg_clicks=list(p.fg), box=p.box, locked=locked))
+
+    def fail(self, p: ClassPrompts, what: str, exc: BaseException) -> None:
+        log.warning("%s: class %d %s (%s); keeping prev_pred", self.case.name, p.label, what, exc)
+        self.failed[p.label] = f"{what}: {type(exc).__name__}: {exc}"
+        self.keep_prev(p)
+
+    def cut_off(self, p: ClassPrompts) -> None:
+        self.cut.append(p.label)
+        self.keep_prev(p)
 
 
 def _prev_boxes(prev: np.ndarray | None, n: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
@@ -79,18 +138,20 @@ def _presample(crop: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
     return crop[:: steps[0], :: steps[1], :: steps[2]] if max(steps) > 1 else crop
 
 
-def apply_box_facts(prob: torch.Tensor, roi: Roi, box: dict[str, int]) -> None:
-    """Zero what the organisers' box rules out, in place (ROI-shaped native probabilities).
+def apply_box_facts(prob: torch.Tensor, roi: Roi, box: Box) -> None:
+    """Zero what the box rules out, in place (ROI-shaped native probabilities).
 
-    Two facts hold by the box's construction: the object lies only on slices z_min..z_max (the
-    z range is exact), and on slice z_mid it lies inside the x/y rectangle (the rectangle is its
-    tight extent there, widened). Nothing else about the box is certain.
+    On slice z_mid the object lies inside the rectangle (the challenge's rectangle is its tight
+    extent there, widened; a viewer's is drawn around it). The challenge's box also gives the
+    exact z range: the object lies only on slices z_min..z_max. A viewer's one-slice box says
+    nothing about z, so nothing is zeroed off its slice. Nothing else about a box is certain.
     """
-    zs, ys, xs = box_prism(box, roi.shape)  # volume slices, clipped to the volume
+    zs, ys, xs = box.prism(roi.shape)  # volume slices, clipped to the volume
     z_lo, y_lo, x_lo = roi.lo
-    prob[: max(zs.start - z_lo, 0)] = 0
-    prob[max(zs.stop - z_lo, 0) :] = 0
-    zm = int(box["z_mid"]) - z_lo
+    if box.exact_z:
+        prob[: max(zs.start - z_lo, 0)] = 0
+        prob[max(zs.stop - z_lo, 0) :] = 0
+    zm = box.z_mid - z_lo
     if 0 <= zm < prob.shape[0]:
         keep = torch.zeros_like(prob[zm], dtype=torch.bool)
         keep[
@@ -122,10 +183,6 @@ class Predictor:
         self.device = device
         self.card = card or {}
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        self.last_timings: dict[str, float] = {}
-        # labels whose prediction failed in the last predict_case (they kept their prev_pred mask,
-        # or nothing): the caller tells a case in which every class failed from a real answer
-        self.failed_classes: list[int] = []
 
     @classmethod
     def from_weights(cls, weights_dir: Path, device: str | None = None) -> Predictor:
@@ -146,6 +203,11 @@ class Predictor:
         if device.startswith("cuda"):
             net = net.half()
         return cls(net, card.config, device, card.card)
+
+    def with_config(self, **changes: Any) -> Predictor:
+        """The same network under a changed config (e.g. a viewer turning zoom-out off); the
+        weights are shared, not copied."""
+        return Predictor(self.net, replace(self.config, **changes), self.device, self.card)
 
     # ------------------------------------------------------------------ network passes
     def _forward(self, jobs: list[_Job], case: Case, grid: tuple[int, int, int]) -> None:
@@ -198,65 +260,51 @@ class Predictor:
         return out
 
     # ------------------------------------------------------------------ one case
-    def predict_case(self, case: Case, deadline: float | None = None) -> np.ndarray:
-        """uint8 label map of case.shape; label k+1 is the object of boxes[k] / clicks[k]."""
+    def predict_case(self, case: Case, budget: Budget | None = None) -> Prediction:
+        """One step of `case`; label k+1 of the result is the object of boxes[k] / clicks[k].
+
+        budget: the step's time budget, which the CLI owns (model/budget.py); without one (a
+        viewer's session, a test) nothing is ever degraded.
+        """
         t_start = time.monotonic()
-        self.failed_classes = []
         n = case.n_classes
-        # infer.py passes the deadline (counted from the process start for its first case);
-        # without one the budget starts now, e.g. in a long-lived session
-        budget = Budget(n, steps=6 if case.boxes else 5)
-        if deadline is not None:
-            budget.start = deadline - budget.step_s
         prompts = class_prompts(n, case.boxes, case.clicks)
-        prev_boxes = _prev_boxes(case.prev_pred, n)
-        fixed: list[ClassProb] = []
-        perfect: list[ClassProb] = []
+        kept = _Kept(case, _prev_boxes(case.prev_pred, n))
         jobs: list[_Job] = []
-        for p, pbox in zip(prompts, prev_boxes, strict=True):
+        for p, pbox in zip(prompts, kept.prev_boxes, strict=True):
             order = (
                 case.clicks_order[p.label - 1]
                 if case.clicks_order and p.label - 1 < len(case.clicks_order)
                 else []
             )
             if order and order[-1] is None and pbox is not None:
-                fixed.append(self._prev_prob(case, p, pbox))  # perfect last step: keep it
-                perfect.append(fixed[-1])
+                kept.keep_prev(p, locked=True)  # done (perfect at the last step): its mask is final
                 continue
-            extent = object_extent(p, pbox)
+            extent = object_extent(p, pbox, case.spacing)
             if extent is None:
                 continue  # no box, no click, no previous mask: nothing to segment
             try:
-                jobs.append(
-                    _Job(
-                        p,
-                        choose_roi(case.shape, case.spacing, extent, self.config),
-                        newest=_newest(case, p.label, order),
-                    )
-                )
+                roi = choose_roi(case.shape, case.spacing, extent, self.config)
+                jobs.append(_Job(p, roi, newest=_newest(case, p.label, order)))
             except Exception as exc:  # noqa: BLE001 - one bad class must not sink the case
-                log.warning("%s: class %d: ROI failed (%s); keeping prev_pred", case.name, p.label, exc)
-                self.failed_classes.append(p.label)
-                if pbox is not None:
-                    fixed.append(self._prev_prob(case, p, pbox))
+                kept.fail(p, "ROI failed", exc)
 
-        done = self._run_jobs(jobs, case, budget, fixed, prev_boxes)
+        done = self._run_jobs(jobs, kept, budget)
         t_net = time.monotonic()
-        probs = fixed + [self._to_native(j) for j in done]
+        probs = kept.probs + [self._to_native(j) for j in done]
         segs = fuse(case.shape, probs, threshold=self.config.threshold)
-        # A perfect class keeps its mask exactly: fusion's clean-up would drop its components that
-        # carry no click or box rectangle, and a lower label whose fp16 probability is 1.0 wins a tie.
-        for c in perfect:
-            view = segs[c.roi]
-            view[case.prev_pred[c.roi] == c.label] = c.label  # type: ignore[index]
         t_end = time.monotonic()
-        self.last_timings = {"network": t_net - t_start, "fusion": t_end - t_net}
-        return segs
+        return Prediction(
+            segs=segs,
+            timings={"network": t_net - t_start, "fusion": t_end - t_net},
+            failed=dict(kept.failed),
+            cut=tuple(sorted(kept.cut)),
+            level=budget.level if budget is not None else Level.FULL,
+        )
 
-    def _run_jobs(
-        self, jobs: list[_Job], case: Case, budget: Budget, fixed: list[ClassProb], prev_boxes: list
-    ) -> list[_Job]:
-        """Main passes batch by batch, then zoom-outs, degrading as the budget dictates."""
+    def _run_jobs(self, jobs: list[_Job], kept: _Kept, budget: Budget | None) -> list[_Job]:
+        """Main passes batch by batch, then zoom-outs, degrading as the budget (if any) dictates."""
+        case = kept.case
         grid = self.config.grid
         coarse = tuple(max(16, (g * 3 // 4) // 8 * 8) for g in grid)
         tail_s = 0.1 * case.n_classes + 1.0  # fusion + write, generously
@@ -264,33 +312,36 @@ class Predictor:
         sec_per_class, on_coarse = 0.0, False
         while queue:
             n_run = len(queue)
-            if sec_per_class:
+            if budget is not None and sec_per_class:
                 plan = budget.plan(sec_per_class, len(queue), tail_s=tail_s, measured_on_coarse=on_coarse)
                 on_coarse, n_run = plan.coarse_grid, plan.classes_to_run
             for job in queue[n_run:]:  # out of time: these keep their prev_pred mask
-                pbox = prev_boxes[job.prompts.label - 1]
-                if pbox is not None:
-                    fixed.append(self._prev_prob(case, job.prompts, pbox))
+                kept.cut_off(job.prompts)
             queue = queue[:n_run]
             chunk, queue = queue[: self.config.max_batch], queue[self.config.max_batch :]
             if not chunk:
                 break
             t0 = time.monotonic()
-            self._safe_forward(chunk, case, coarse if on_coarse else grid, fixed, prev_boxes)
+            self._safe_forward(chunk, kept, coarse if on_coarse else grid)
             sec_per_class = (time.monotonic() - t0) / len(chunk)
             done += [j for j in chunk if j.prob is not None]
         zoom = [] if on_coarse else self._zoom_candidates(done)
         while zoom:
-            plan = budget.plan(sec_per_class, 0, zoom_outs_left=len(zoom), tail_s=tail_s)
-            if not plan.allow_zoom_out:
-                break
-            self._safe_forward(zoom, case, grid, fixed, prev_boxes)
+            if budget is not None:
+                plan = budget.plan(sec_per_class, 0, zoom_outs_left=len(zoom), tail_s=tail_s)
+                if not plan.allow_zoom_out:
+                    break
+            self._safe_forward(zoom, kept, grid)
             zoom = self._zoom_candidates([j for j in zoom if j.prob is not None])
         done = [j for j in done if j.prob is not None]
         local = [j for j in done if j.newest is not None] if self.config.local_fraction > 0 else []
         if local and not on_coarse:
-            plan = budget.plan(sec_per_class, 0, zoom_outs_left=len(local), tail_s=tail_s)
-            if plan.allow_zoom_out:
+            plan = (
+                None
+                if budget is None
+                else budget.plan(sec_per_class, 0, zoom_outs_left=len(local), tail_s=tail_s)
+            )
+            if plan is None or plan.allow_zoom_out:
                 self._local_pass(local, case)
         return done
 
@@ -317,30 +368,19 @@ class Predictor:
             for job in jobs:
                 job.local_prob = None
 
-    def _safe_forward(
-        self,
-        chunk: list[_Job],
-        case: Case,
-        grid: tuple[int, int, int],
-        fixed: list[ClassProb],
-        prev_boxes: list,
-    ) -> None:
+    def _safe_forward(self, chunk: list[_Job], kept: _Kept, grid: tuple[int, int, int]) -> None:
         """Forward a batch; if it fails, retry class by class and fall back to prev_pred."""
         try:
-            self._forward(chunk, case, grid)
+            self._forward(chunk, kept.case, grid)
             return
         except Exception as exc:  # noqa: BLE001
-            log.warning("%s: batched pass failed (%s); retrying class by class", case.name, exc)
+            log.warning("%s: batched pass failed (%s); retrying class by class", kept.case.name, exc)
         for job in chunk:
             try:
-                self._forward([job], case, grid)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("%s: class %d failed (%s); keeping prev_pred", case.name, job.prompts.label, exc)
-                self.failed_classes.append(job.prompts.label)
+                self._forward([job], kept.case, grid)
+            except Exception as exc:  # noqa: BLE001 - one bad class must not sink the case
                 job.prob = None
-                pbox = prev_boxes[job.prompts.label - 1]
-                if pbox is not None:
-                    fixed.append(self._prev_prob(case, job.prompts, pbox))
+                kept.fail(job.prompts, "failed", exc)
 
     def _to_native(self, job: _Job) -> ClassProb:
         assert job.prob is not None
@@ -356,11 +396,3 @@ class Predictor:
             fg_clicks=list(job.prompts.fg),
             box=job.prompts.box,
         )
-
-    @staticmethod
-    def _prev_prob(case: Case, p: ClassPrompts, pbox: tuple[np.ndarray, np.ndarray]) -> ClassProb:
-        """The class's prev_pred mask as a certain probability inside its bounding box."""
-        assert case.prev_pred is not None
-        sl = tuple(slice(int(a), int(b) + 1) for a, b in zip(pbox[0], pbox[1], strict=True))
-        prob = (case.prev_pred[sl] == p.label).astype(np.float16)
-        return ClassProb(label=p.label, roi=sl, prob=prob, fg_clicks=list(p.fg), box=p.box)  # type: ignore[arg-type]

@@ -7,7 +7,10 @@ and its label in prev_pred.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from model.boxes import Box
 
 Point = tuple[int, int, int]
 
@@ -17,7 +20,7 @@ class ClassPrompts:
     """Everything the user said about one object (label = index + 1)."""
 
     label: int
-    box: dict[str, int] | None = None
+    box: Box | None = None
     fg: list[Point] = field(default_factory=list)
     bg: list[Point] = field(default_factory=list)
 
@@ -36,7 +39,7 @@ def _unique(points: list[Point]) -> list[Point]:
 
 def class_prompts(
     n_classes: int,
-    boxes: list[dict[str, int] | None] | None,
+    boxes: Sequence[Box | None] | None,
     clicks: list[dict[str, list[Point]]] | None,
 ) -> list[ClassPrompts]:
     """One ClassPrompts per class, in label order; repeats removed, bad entries tolerated (a None

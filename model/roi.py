@@ -69,14 +69,28 @@ def _place(centre: float, size: float, dim: int) -> tuple[int, int]:
 
 
 def object_extent(
-    prompts: ClassPrompts, prev_mask_bbox: tuple[np.ndarray, np.ndarray] | None
+    prompts: ClassPrompts,
+    prev_mask_bbox: tuple[np.ndarray, np.ndarray] | None,
+    spacing: tuple[float, float, float],
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Inclusive voxel bounds (lo, hi) of what the prompts say about the object, or None."""
+    """Inclusive voxel bounds (lo, hi) of what the prompts say about the object, or None.
+
+    A one-slice box (a viewer's) says nothing about z, yet the ROI must hold the whole object:
+    it is assumed to reach as far in z, in mm, as its rectangle's longer side, centred on the
+    rectangle's slice. Where the object reaches further, the prediction touches the ROI's z
+    faces and the zoom-out grows it.
+    """
     los, his = [], []
     if prompts.box is not None:
         b = prompts.box
-        los.append([b["z_min"], b["z_mid_y_min"], b["z_mid_x_min"]])
-        his.append([b["z_max"], b["z_mid_y_max"], b["z_mid_x_max"]])
+        lo, hi = np.asarray(b.lo, float), np.asarray(b.hi, float)
+        if not b.exact_z:
+            sp = np.asarray(spacing, float)
+            side_mm = max((hi[1] - lo[1] + 1.0) * sp[1], (hi[2] - lo[2] + 1.0) * sp[2])
+            half = 0.5 * (side_mm / sp[0] - 1.0)  # slices on either side of the drawn one
+            lo[0], hi[0] = lo[0] - half, hi[0] + half
+        los.append(lo)
+        his.append(hi)
     for p in prompts.fg:
         los.append(p)
         his.append(p)

@@ -52,3 +52,21 @@ def tiny_train_config(tmp_path):
         return TrainConfig(**{**base, **overrides})
 
     return make
+
+
+@pytest.fixture
+def tiny_predictor():
+    """A Predictor of a random 3-level network on a 16^3 grid (zero head bias, so it predicts a mix
+    of foreground and background), seeded: the same weights in every test. CPU."""
+    import torch
+
+    from model.config import ModelConfig
+    from model.network import ResEncUNet
+    from model.predictor import Predictor
+
+    config = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
+    torch.manual_seed(0)
+    net = ResEncUNet(config)
+    with torch.no_grad():
+        net.head.bias.zero_()
+    return Predictor(net, config, "cpu")

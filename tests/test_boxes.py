@@ -1,11 +1,12 @@
-"""Tests of model.boxes: sequential relabelling and the organisers' box rule (challenge_spec.md §4)."""
+"""Tests of model.boxes: the Box type, sequential relabelling and the organisers' box rule
+(challenge_spec.md §4)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.boxes import BOX_KEYS, box_from_mask, box_prism, boxes_from_labels, relabel_sequential
+from model.boxes import BOX_KEYS, Box, box_from_mask, boxes_from_labels, relabel_sequential
 
 
 def test_relabel_sequential_non_sequential_keeps_order() -> None:
@@ -47,34 +48,29 @@ def _staircase(shape: tuple[int, int, int] = (10, 40, 50)) -> np.ndarray:
 def test_box_from_mask_exact_z_and_middle_slice_rectangle() -> None:
     m = _staircase()
     box = box_from_mask(m)  # rng None: no shift
-    assert tuple(box) == (
-        "z_min",
-        "z_max",
-        "z_mid",
-        "z_mid_x_min",
-        "z_mid_y_min",
-        "z_mid_x_max",
-        "z_mid_y_max",
-    )
-    assert set(box) == set(BOX_KEYS)
-    assert box == {
+    # z_mid = unique_z[len // 2], not the voxel median (slice 7 holds most voxels); bounds inclusive
+    assert box == Box(z_min=2, z_max=8, z_mid=5, y_min=12, y_max=17, x_min=20, x_max=32)
+    assert box.exact_z
+    assert all(type(v) is int for v in (box.z_min, box.z_max, box.z_mid, box.y_min, box.x_max))
+    challenge = box.to_challenge()
+    assert tuple(challenge) == BOX_KEYS  # the organisers' key order
+    assert challenge == {
         "z_min": 2,
         "z_max": 8,
-        "z_mid": 5,  # unique_z[len // 2], not the voxel median (slice 7 holds most voxels)
+        "z_mid": 5,
         "z_mid_x_min": 20,
         "z_mid_y_min": 12,
-        "z_mid_x_max": 32,  # inclusive
+        "z_mid_x_max": 32,
         "z_mid_y_max": 17,
     }
-    assert all(type(v) is int for v in box.values())
 
 
 def test_box_from_mask_even_number_of_slices_takes_upper_median() -> None:
     m = np.zeros((8, 8, 8), bool)
     m[1, 1, 1] = m[2, 2:4, 2] = m[4, 3, 3:6] = m[6, 0, 0] = True  # unique_z = [1,2,4,6] -> index 2 -> 4
     box = box_from_mask(m)
-    assert (box["z_min"], box["z_mid"], box["z_max"]) == (1, 4, 6)
-    assert (box["z_mid_y_min"], box["z_mid_y_max"], box["z_mid_x_min"], box["z_mid_x_max"]) == (3, 3, 3, 5)
+    assert (box.z_min, box.z_mid, box.z_max) == (1, 4, 6)
+    assert (box.y_min, box.y_max, box.x_min, box.x_max) == (3, 3, 3, 5)
 
 
 def test_box_from_mask_random_shift_range_and_scaling() -> None:
@@ -84,14 +80,14 @@ def test_box_from_mask_random_shift_range_and_scaling() -> None:
     seen = set()
     for seed in range(60):
         box = box_from_mask(m, np.random.default_rng(seed))
-        dx = 200 - box["z_mid_x_min"]
-        assert box["z_mid_x_max"] - 259 == dx
+        dx = 200 - box.x_min
+        assert box.x_max - 259 == dx
         s = dx // 2
         assert dx == 2 * s and 0 <= s <= 5
-        dy = 50 - box["z_mid_y_min"]
+        dy = 50 - box.y_min
         assert dy == int(s * 128 / 256)
-        assert box["z_mid_y_max"] - 59 == dy
-        assert (box["z_min"], box["z_max"], box["z_mid"]) == (1, 4, 3)  # z is never perturbed
+        assert box.y_max - 59 == dy
+        assert (box.z_min, box.z_max, box.z_mid) == (1, 4, 3)  # z is never perturbed
         seen.add(s)
     assert seen == {0, 1, 2, 3, 4, 5}
 
@@ -101,11 +97,11 @@ def test_box_from_mask_shift_clipped_to_volume() -> None:
     m[1, 0:3, 253:256] = True  # touches y=0 and x=W-1
     for seed in range(30):
         box = box_from_mask(m, np.random.default_rng(seed))
-        assert box["z_mid_y_min"] == 0
-        assert box["z_mid_x_max"] == 255
-        s = 253 - box["z_mid_x_min"]
+        assert box.y_min == 0
+        assert box.x_max == 255
+        s = 253 - box.x_min
         assert 0 <= s <= 5
-        assert box["z_mid_y_max"] == 2 + s  # W = H = 256: one voxel per shift unit
+        assert box.y_max == 2 + s  # W = H = 256: one voxel per shift unit
 
 
 def test_box_from_mask_empty_raises() -> None:
@@ -119,52 +115,55 @@ def test_boxes_from_labels_in_label_order() -> None:
     labels[0:2, 10:15, 12:18] = 2
     labels[3, 5, 5] = 3
     boxes = boxes_from_labels(labels)
-    assert len(boxes) == 3
-    assert boxes[0] == {
-        "z_min": 6,
-        "z_max": 8,
-        "z_mid": 7,
-        "z_mid_x_min": 2,
-        "z_mid_y_min": 2,
-        "z_mid_x_max": 4,
-        "z_mid_y_max": 3,
-    }
-    assert (boxes[1]["z_min"], boxes[1]["z_max"], boxes[1]["z_mid"]) == (0, 1, 1)
-    assert (boxes[1]["z_mid_y_min"], boxes[1]["z_mid_y_max"]) == (10, 14)
-    assert (boxes[1]["z_mid_x_min"], boxes[1]["z_mid_x_max"]) == (12, 17)
-    assert boxes[2] == dict.fromkeys(BOX_KEYS, 5) | {"z_min": 3, "z_max": 3, "z_mid": 3}
+    assert boxes == [
+        Box(z_min=6, z_max=8, z_mid=7, y_min=2, y_max=3, x_min=2, x_max=4),
+        Box(z_min=0, z_max=1, z_mid=1, y_min=10, y_max=14, x_min=12, x_max=17),
+        Box(z_min=3, z_max=3, z_mid=3, y_min=5, y_max=5, x_min=5, x_max=5),
+    ]
     assert boxes_from_labels(np.zeros((3, 3, 3), np.uint8)) == []
 
 
+def test_from_challenge_reads_np_int64_and_round_trips() -> None:
+    raw = {k: np.int64(v) for k, v in zip(BOX_KEYS, (2, 5, 3, 4, 1, 9, 7), strict=True)}
+    box = Box.from_challenge(raw)
+    assert box == Box(z_min=2, z_max=5, z_mid=3, y_min=1, y_max=7, x_min=4, x_max=9)
+    assert type(box.x_min) is int
+    assert box.to_challenge() == {k: int(v) for k, v in raw.items()}
+    assert box.lo == (2, 1, 4) and box.hi == (5, 7, 9)
+    with pytest.raises(KeyError):
+        Box.from_challenge({k: v for k, v in raw.items() if k != "z_mid"})
+
+
+def test_one_slice_box() -> None:
+    box = Box.on_slice(6, 10, 20, 30, 40)
+    assert not box.exact_z
+    assert (box.z_min, box.z_mid, box.z_max) == (6, 6, 6)
+    assert box.prism((10, 50, 50)) == (slice(6, 7), slice(10, 21), slice(30, 41))
+    with pytest.raises(ValueError, match="one-slice"):
+        Box(5, 7, 6, 0, 1, 0, 1, exact_z=False)  # a viewer's box has no z range
+    with pytest.raises(ValueError, match="no challenge form"):
+        box.to_challenge()
+
+
+def test_box_rejects_inverted_bounds() -> None:
+    with pytest.raises(ValueError, match="lower bound"):
+        Box(z_min=4, z_max=3, z_mid=3, y_min=0, y_max=1, x_min=0, x_max=1)
+    with pytest.raises(ValueError, match="lower bound"):
+        Box(z_min=0, z_max=3, z_mid=1, y_min=0, y_max=1, x_min=2, x_max=1)
+
+
 def test_box_prism_slices_inclusive() -> None:
-    box = {
-        "z_min": 2,
-        "z_max": 5,
-        "z_mid": 3,
-        "z_mid_x_min": 4,
-        "z_mid_y_min": 1,
-        "z_mid_x_max": 9,
-        "z_mid_y_max": 7,
-    }
-    assert box_prism(box, (10, 20, 30)) == (slice(2, 6), slice(1, 8), slice(4, 10))
+    box = Box(z_min=2, z_max=5, z_mid=3, y_min=1, y_max=7, x_min=4, x_max=9)
+    assert box.prism((10, 20, 30)) == (slice(2, 6), slice(1, 8), slice(4, 10))
     vol = np.zeros((10, 20, 30), bool)
-    vol[box_prism(box, vol.shape)] = True
+    vol[box.prism(vol.shape)] = True
     assert vol.sum() == 4 * 7 * 6
 
 
 def test_box_prism_clipped_to_volume() -> None:
-    box = {
-        "z_min": -3,
-        "z_max": 50,
-        "z_mid": 3,
-        "z_mid_x_min": -1,
-        "z_mid_y_min": 18,
-        "z_mid_x_max": 40,
-        "z_mid_y_max": 25,
-    }
-    assert box_prism(box, (10, 20, 30)) == (slice(0, 10), slice(18, 20), slice(0, 30))
+    box = Box(z_min=-3, z_max=50, z_mid=3, y_min=18, y_max=25, x_min=-1, x_max=40)
+    assert box.prism((10, 20, 30)) == (slice(0, 10), slice(18, 20), slice(0, 30))
     # a box entirely outside one axis gives an empty (not negative) slice
-    out = dict(box, z_mid_y_min=25, z_mid_y_max=30)
-    sl = box_prism(out, (10, 20, 30))
+    sl = Box(z_min=-3, z_max=50, z_mid=3, y_min=25, y_max=30, x_min=-1, x_max=40).prism((10, 20, 30))
     assert sl[1].stop >= sl[1].start
     assert np.zeros((10, 20, 30))[sl].size == 0

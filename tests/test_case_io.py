@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.case_io import BOX_KEYS, SPACING_RANGE_MM, Case, CaseError, read_case, read_prev_pred, write_segs
+from model.boxes import BOX_KEYS, Box
+from model.case_io import SPACING_RANGE_MM, Case, CaseError, read_case, read_prev_pred, write_segs
 
 SHAPE = (6, 10, 12)
 
@@ -43,27 +44,11 @@ def test_box_step_round_trip(tmp_path):
     assert case.name == "CT_case"
     assert case.imgs.dtype == np.uint8 and np.array_equal(case.imgs, imgs)
     assert case.spacing == (2.5, 0.8, 0.7)  # stored x,y,z -> physical z,y,x
-    assert case.boxes == [
-        {
-            "z_min": 1,
-            "z_max": 4,
-            "z_mid": 2,
-            "z_mid_x_min": 2,
-            "z_mid_y_min": 3,
-            "z_mid_x_max": 8,
-            "z_mid_y_max": 7,
-        },
-        {
-            "z_min": 0,
-            "z_max": 5,
-            "z_mid": 3,
-            "z_mid_x_min": 0,
-            "z_mid_y_min": 0,
-            "z_mid_x_max": 11,
-            "z_mid_y_max": 9,
-        },
+    assert case.boxes == [  # the challenge's dicts become Box (inclusive bounds, exact z range)
+        Box(z_min=1, z_max=4, z_mid=2, y_min=3, y_max=7, x_min=2, x_max=8),
+        Box(z_min=0, z_max=5, z_mid=3, y_min=0, y_max=9, x_min=0, x_max=11),
     ]
-    assert all(type(v) is int for b in case.boxes for v in b.values())
+    assert all(b is not None and b.exact_z and type(b.x_max) is int for b in case.boxes)
     assert case.clicks is None and case.clicks_order is None and case.prev_pred is None
     assert case.n_classes == 2
     assert case.step == "box"
@@ -190,7 +175,7 @@ def test_box_outside_volume_is_clipped(tmp_path, caplog):
     p = _save(tmp_path / "c.npz", imgs=_imgs(), spacing=[1, 1, 1], boxes=[_box(-1, 9, 3, 0, 0, 50, 50)])
     with caplog.at_level(logging.WARNING):
         box = read_case(p).boxes[0]
-    assert (box["z_min"], box["z_max"], box["z_mid_x_max"], box["z_mid_y_max"]) == (0, 5, 11, 9)
+    assert (box.z_min, box.z_max, box.x_max, box.y_max) == (0, 5, 11, 9)
     assert "partly outside" in caplog.text
 
 
@@ -201,7 +186,7 @@ def test_box_wholly_outside_volume_is_dropped_and_keeps_its_class(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="model.case_io"):
         case = read_case(p)
     assert case.boxes[0] is None  # class 1 keeps its place: boxes[1] is still label 2
-    assert case.boxes[1]["z_mid_x_max"] == 11
+    assert case.boxes[1].x_max == 11
     assert case.n_classes == 2
     assert "c.npz: box 0 lies outside the volume" in caplog.text and "dropped" in caplog.text
     assert "partly" not in caplog.text
@@ -343,7 +328,7 @@ def _read_warned(path: Path, caplog) -> Case:
 
 
 def _assert_sound_parts_kept(case: Case, clicks: bool = True, prev_pred: bool = True) -> None:
-    assert case.boxes is not None and len(case.boxes) == 2 and case.boxes[0]["z_max"] == 4
+    assert case.boxes is not None and len(case.boxes) == 2 and case.boxes[0].z_max == 4
     assert case.imgs.shape == SHAPE
     if clicks:
         assert case.clicks == [{"fg": [(2, 5, 5)], "bg": []}, {"fg": [(3, 1, 1)], "bg": [(0, 0, 0)]}]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from model.boxes import Box
 from model.config import CHANNELS, ModelConfig
 from model.encoding import box_channel, click_channel, encode, normalise_image
 from model.prompts import ClassPrompts
@@ -18,16 +19,8 @@ def _roi(lo, size, shape=(100, 100, 100)) -> Roi:
     return Roi(tuple(lo), tuple(a + s for a, s in zip(lo, size, strict=True)), tuple(shape))
 
 
-def _box(z, zmid, y, x) -> dict[str, int]:
-    return {
-        "z_min": z[0],
-        "z_max": z[1],
-        "z_mid": zmid,
-        "z_mid_y_min": y[0],
-        "z_mid_y_max": y[1],
-        "z_mid_x_min": x[0],
-        "z_mid_x_max": x[1],
-    }
+def _box(z, zmid, y, x) -> Box:
+    return Box(z_min=z[0], z_max=z[1], z_mid=zmid, y_min=y[0], y_max=y[1], x_min=x[0], x_max=x[1])
 
 
 # ------------------------------------------------------------------------------------- box prism
@@ -53,6 +46,16 @@ def test_box_channel_downsampled_roi() -> None:
     expected = np.zeros(G, np.float32)
     expected[2:6, 5:9, 0:3] = 0.5
     expected[3, 5:9, 0:3] = 1.0
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_one_slice_box_is_the_prism_of_a_single_slice() -> None:
+    # a viewer's rectangle: encoded as a challenge box whose z range is its one slice
+    roi = _roi((0, 0, 0), G)
+    out = box_channel(roi, Box.on_slice(4, 2, 5, 7, 10), G)
+    np.testing.assert_array_equal(out, box_channel(roi, _box((4, 4), 4, (2, 5), (7, 10)), G))
+    expected = np.zeros(G, np.float32)
+    expected[4, 2:6, 7:11] = 1.0
     np.testing.assert_array_equal(out, expected)
 
 

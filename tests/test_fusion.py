@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.boxes import Box
 from model.fusion import ClassProb, fuse, resolve_backend
 
 SHAPE = (20, 40, 40)
@@ -20,16 +21,8 @@ def _full_roi(shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
     return (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
 
 
-def _box_around(z_mid: int, y: tuple[int, int], x: tuple[int, int], z: tuple[int, int]) -> dict[str, int]:
-    return {
-        "z_min": z[0],
-        "z_max": z[1],
-        "z_mid": z_mid,
-        "z_mid_y_min": y[0],
-        "z_mid_y_max": y[1],
-        "z_mid_x_min": x[0],
-        "z_mid_x_max": x[1],
-    }
+def _box_around(z_mid: int, y: tuple[int, int], x: tuple[int, int], z: tuple[int, int]) -> Box:
+    return Box(z_min=z[0], z_max=z[1], z_mid=z_mid, y_min=y[0], y_max=y[1], x_min=x[0], x_max=x[1])
 
 
 def test_overlapping_classes_resolved_by_probability() -> None:
@@ -191,6 +184,23 @@ def test_auto_backend_without_cupy_is_silent(recwarn: pytest.WarningsRecorder) -
     seg = fuse((2, 2, 2), [ClassProb(1, _full_roi((2, 2, 2)), np.ones((2, 2, 2), np.float32))])
     assert seg.all()
     assert len(recwarn) == 0
+
+
+def test_locked_class_keeps_its_mask_whole_against_a_confident_lower_label() -> None:
+    # class 2 is locked (done): two components, neither holds a click nor meets a box rectangle,
+    # and class 1 claims the whole volume with probability 1.0 (which would win the tie)
+    locked = np.zeros(SHAPE, bool)
+    locked[2:6, 2:8, 2:8] = True
+    locked[12:16, 25:35, 25:35] = True
+    classes = [
+        ClassProb(1, _full_roi(SHAPE), np.ones(SHAPE, np.float16), fg_clicks=[(10, 20, 20)]),
+        ClassProb(2, _full_roi(SHAPE), locked.astype(np.float16), locked=True),
+    ]
+    seg = fuse(SHAPE, classes, backend="cpu")
+    np.testing.assert_array_equal(seg == 2, locked)
+    np.testing.assert_array_equal(seg == 1, ~locked)
+    unlocked = fuse(SHAPE, [ClassProb(2, _full_roi(SHAPE), locked.astype(np.float16))], backend="cpu")
+    assert (unlocked == 2).sum() < locked.sum()  # unlocked, the clean-up keeps one component only
 
 
 # ------------------------------------------------------------------------------------------

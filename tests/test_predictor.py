@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from model.boxes import boxes_from_labels
+from model.boxes import Box, boxes_from_labels
+from model.budget import Budget, Level
 from model.case_io import Case
 from model.config import ModelConfig
 from model.network import ResEncUNet
@@ -25,11 +25,6 @@ from model.synthetic import synth_case
 from model.training.export import export
 
 CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
-
-
-def _deadline() -> float:
-    """A generous step deadline: the budget must not degrade inside a long pytest process."""
-    return time.monotonic() + 600.0
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +127,12 @@ def test_predict_case_box_step(predictor, synth) -> None:
     imgs, labels, spacing = synth
     n = int(labels.max())
     boxes = boxes_from_labels(labels, np.random.default_rng(0))
-    segs = predictor.predict_case(_case(imgs, spacing, boxes=boxes), deadline=_deadline())
+    segs = predictor.predict_case(_case(imgs, spacing, boxes=boxes)).segs
     assert segs.dtype == np.uint8 and segs.shape == imgs.shape
     assert set(np.unique(segs)) <= set(range(n + 1))
     assert segs.any()  # the zero-bias random net predicts something
-    again = predictor.predict_case(_case(imgs, spacing, boxes=boxes), deadline=_deadline())
+    again = predictor.predict_case(_case(imgs, spacing, boxes=boxes)).segs
     np.testing.assert_array_equal(segs, again)  # deterministic
-    assert set(predictor.last_timings) == {"network", "fusion"}
 
 
 def test_batched_equals_per_class(predictor, synth) -> None:
@@ -152,9 +146,9 @@ def test_batched_equals_per_class(predictor, synth) -> None:
     order = [["fg"] for _ in boxes]
     case = _case(imgs, spacing, boxes=boxes, clicks=clicks, order=order, prev=prev)
     predictor.config = replace(predictor.config, max_batch=8)
-    batched = predictor.predict_case(case, deadline=_deadline())
+    batched = predictor.predict_case(case).segs
     predictor.config = replace(predictor.config, max_batch=1)
-    single = predictor.predict_case(case, deadline=_deadline())
+    single = predictor.predict_case(case).segs
     assert len(np.unique(batched)) >= 2
     np.testing.assert_array_equal(batched, single)
 
@@ -167,7 +161,7 @@ def test_clicks_only_case(predictor, synth) -> None:
     order = [["fg"]] * (n - 1) + [["bg"]]
     case = _case(imgs, spacing, clicks=clicks, order=order, prev=np.zeros_like(labels))
     assert case.n_classes == n
-    segs = predictor.predict_case(case, deadline=_deadline())
+    segs = predictor.predict_case(case).segs
     assert segs.dtype == np.uint8 and segs.shape == imgs.shape
     assert set(np.unique(segs)) <= set(range(n))  # label n had no fg prompt, no prev mask
     assert segs.any()
@@ -182,7 +176,7 @@ def test_perfect_class_keeps_prev_pred(predictor, synth) -> None:
     clicks = [{"fg": [], "bg": []}, {"fg": [tuple(int(v) for v in np.argwhere(labels == 2)[0])], "bg": []}]
     clicks += [{"fg": [], "bg": []}] * (n - 2)
     order = [[None], ["fg"]] + [[None]] * (n - 2)
-    segs = predictor.predict_case(_case(imgs, spacing, boxes, clicks, order, prev), deadline=_deadline())
+    segs = predictor.predict_case(_case(imgs, spacing, boxes, clicks, order, prev)).segs
     np.testing.assert_array_equal(segs == 1, prev == 1)
     for k in range(3, n + 1):
         np.testing.assert_array_equal(segs == k, prev == k)
@@ -196,9 +190,9 @@ def test_perfect_class_with_two_components_kept_whole(predictor) -> None:
     gt[4:8, 4:10, 4:10] = 1
     gt[12:16, 20:28, 20:28] = 1
     boxes = boxes_from_labels(gt)
-    assert boxes[0]["z_mid"] == 12  # unique_z [4..7, 12..15] -> the second component's slices
+    assert boxes[0].z_mid == 12  # unique_z [4..7, 12..15] -> the second component's slices
     case = _case(imgs, (1.0, 1.0, 1.0), boxes, [{"fg": [], "bg": []}], [[None]], gt.copy())
-    segs = predictor.predict_case(case, deadline=_deadline())
+    segs = predictor.predict_case(case).segs
     np.testing.assert_array_equal(segs, gt)
 
 
@@ -208,18 +202,10 @@ def test_perfect_class_not_taken_by_lower_confident_label(predictor, synth) -> N
     prev = np.zeros_like(labels)
     prev[labels == 2] = 2
     boxes = boxes_from_labels(labels, np.random.default_rng(3))[:2]
-    boxes[0] = {
-        "z_min": 0,
-        "z_max": 23,
-        "z_mid": 12,
-        "z_mid_x_min": 0,
-        "z_mid_y_min": 0,
-        "z_mid_x_max": 31,
-        "z_mid_y_max": 31,
-    }
+    boxes[0] = Box(z_min=0, z_max=23, z_mid=12, y_min=0, y_max=31, x_min=0, x_max=31)
     case = _case(imgs, spacing, boxes, [{"fg": [], "bg": []}] * 2, [["bg"], [None]], prev)
     predictor.net = ConstNet(30.0)
-    segs = predictor.predict_case(case, deadline=_deadline())
+    segs = predictor.predict_case(case).segs
     np.testing.assert_array_equal(segs == 2, prev == 2)
     assert (segs == 1).sum() == segs.size - (prev == 2).sum()
 
@@ -230,27 +216,20 @@ def test_perfect_class_not_taken_by_lower_confident_label(predictor, synth) -> N
 def _zoom_case():
     shape = (40, 96, 96)
     imgs = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
-    box = {
-        "z_min": 18,
-        "z_max": 22,
-        "z_mid": 20,
-        "z_mid_x_min": 45,
-        "z_mid_y_min": 45,
-        "z_mid_x_max": 50,
-        "z_mid_y_max": 50,
-    }
+    box = Box(z_min=18, z_max=22, z_mid=20, y_min=45, y_max=50, x_min=45, x_max=50)
     return _case(imgs, (1.0, 1.0, 1.0), boxes=[box]), box
 
 
-def _box_facts(mask: np.ndarray, box: dict) -> np.ndarray:
-    """What the box rules out, by hand: slices outside z_min..z_max, and on z_mid the voxels
-    outside the x/y rectangle."""
+def _box_facts(mask: np.ndarray, box: Box) -> np.ndarray:
+    """What the box rules out, by hand: slices outside z_min..z_max (only when the z range is
+    exact), and on z_mid the voxels outside the x/y rectangle."""
     out = mask.copy()
-    out[: box["z_min"]] = False
-    out[box["z_max"] + 1 :] = False
+    if box.exact_z:
+        out[: box.z_min] = False
+        out[box.z_max + 1 :] = False
     rect = np.zeros(mask.shape[1:], bool)
-    rect[box["z_mid_y_min"] : box["z_mid_y_max"] + 1, box["z_mid_x_min"] : box["z_mid_x_max"] + 1] = True
-    out[box["z_mid"]] &= rect
+    rect[box.y_min : box.y_max + 1, box.x_min : box.x_max + 1] = True
+    out[box.z_mid] &= rect
     return out
 
 
@@ -260,9 +239,10 @@ def test_zoom_out_when_mask_touches_border(predictor, max_zoom_out) -> None:
     cfg = replace(predictor.config, max_zoom_out=max_zoom_out)
     predictor.config = cfg
     predictor.net = ConstNet(20.0)  # all positive: the mask touches every inner ROI face
-    segs = predictor.predict_case(case, deadline=_deadline())
+    segs = predictor.predict_case(case).segs
 
-    roi = choose_roi(case.shape, case.spacing, object_extent(ClassPrompts(1, box=box), None), cfg)
+    extent = object_extent(ClassPrompts(1, box=box), None, case.spacing)
+    roi = choose_roi(case.shape, case.spacing, extent, cfg)
     first = roi
     assert roi.size == (24, 24, 24) and roi.lo[0] > 0  # 24 mm minimum, inside a 40-slice volume
     for _ in range(max_zoom_out):
@@ -299,7 +279,7 @@ def test_no_zoom_out_when_mask_inside(predictor) -> None:
         return orig(self, jobs, case, grid)
 
     predictor._forward = spy.__get__(predictor)  # type: ignore[method-assign]
-    segs = predictor.predict_case(case, deadline=_deadline())
+    segs = predictor.predict_case(case).segs
     assert len(calls) == 1  # one pass, no zoom-out
     roi = calls[0][0]
     blob = np.zeros(case.shape, bool)  # the grid's middle half of a 24^3 ROI: 12^3 voxels
@@ -329,12 +309,81 @@ def test_failing_class_falls_back_to_prev_pred(predictor, synth, monkeypatch, ca
 
     monkeypatch.setattr(Predictor, "_forward", failing)
     with caplog.at_level(logging.WARNING, logger="model.predictor"):
-        segs = predictor.predict_case(_case(imgs, spacing, boxes, clicks, order, prev), deadline=_deadline())
+        prediction = predictor.predict_case(_case(imgs, spacing, boxes, clicks, order, prev))
+    segs = prediction.segs
     assert seen[0] == list(range(1, n + 1))  # the batched pass, then class by class
     assert [2] in seen[1:]
     assert "class 2 failed" in caplog.text
+    # the result says which class fell back, and why; nothing was cut by a budget
+    assert list(prediction.failed) == [2] and "RuntimeError: boom" in prediction.failed[2]
+    assert prediction.fallbacks == (2,) and prediction.cut == () and prediction.level == Level.FULL
     np.testing.assert_array_equal(segs == 2, prev == 2)
     assert (segs == 1).sum() > (labels == 1).sum()  # the others were predicted (the whole ROI at p 0.88)
+
+
+def test_failing_roi_is_reported(predictor, synth, monkeypatch) -> None:
+    imgs, labels, spacing = synth
+    boxes = boxes_from_labels(labels, np.random.default_rng(4))
+    calls = []
+
+    def choose(shape, sp, extent, config):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("no room")
+        return choose_roi(shape, sp, extent, config)
+
+    monkeypatch.setattr("model.predictor.choose_roi", choose)
+    prediction = predictor.predict_case(_case(imgs, spacing, boxes=boxes))
+    assert list(prediction.failed) == [1] and "ROI failed" in prediction.failed[1]
+    assert not (prediction.segs == 1).any()  # box step: no prev_pred to fall back to
+    assert (prediction.segs > 1).any()
+
+
+def test_budget_cuts_classes_and_says_so(predictor, synth) -> None:
+    """A budget already spent after the first pass: the other classes keep prev_pred, and the
+    result names them and the level."""
+    imgs, labels, spacing = synth
+    n = int(labels.max())
+    boxes = boxes_from_labels(labels, np.random.default_rng(5))
+    prev = labels.copy()
+    clicks = [{"fg": [tuple(int(v) for v in np.argwhere(labels == k + 1)[0])], "bg": []} for k in range(n)]
+    case = _case(imgs, spacing, boxes, clicks, [["fg"]] * n, prev)
+    predictor.config = replace(predictor.config, max_batch=1)
+    predictor.net = ConstNet(-20.0)  # predicts nothing: a class that ran is empty
+    budget = Budget.for_step(n, has_boxes=True, clock=lambda: 1e9, start=0.0)
+    prediction = predictor.predict_case(case, budget)
+    assert prediction.cut == tuple(range(2, n + 1)) and prediction.failed == {}
+    assert prediction.fallbacks == prediction.cut and prediction.level == Level.PREV_PRED
+    assert not (prediction.segs == 1).any()
+    for k in range(2, n + 1):  # prev_pred, less any component fusion's clean-up drops
+        kept = prediction.segs == k
+        assert kept.any() and not (kept & (prev != k)).any()
+    no_budget = predictor.predict_case(case)  # a viewer: never degraded
+    assert no_budget.cut == () and no_budget.level == Level.FULL and not no_budget.segs.any()
+
+
+def test_one_slice_box_is_not_cut_to_its_slice(predictor) -> None:
+    """A viewer's rectangle says nothing about z: the prediction may leave its slice (only the
+    rectangle holds on that slice), where the challenge box's exact z range would cut it."""
+    case, prism = _zoom_case()
+    flat = Box.on_slice(20, prism.y_min, prism.y_max, prism.x_min, prism.x_max)
+    predictor.config = replace(predictor.config, max_zoom_out=0)
+    predictor.net = ConstNet(20.0)
+    segs = predictor.predict_case(replace(case, boxes=[flat])).segs == 1
+    zs = np.flatnonzero(segs.any(axis=(1, 2)))
+    assert zs[0] < 20 < zs[-1]  # beyond the drawn slice both ways
+    extent = object_extent(ClassPrompts(1, box=flat), None, case.spacing)
+    roi = choose_roi(case.shape, case.spacing, extent, predictor.config)
+    full = np.zeros(case.shape, bool)
+    full[roi.slices] = True
+    np.testing.assert_array_equal(segs, _box_facts(full, flat))  # only the rectangle on slice 20
+    assert not segs[20].sum() > (prism.y_max - prism.y_min + 1) * (prism.x_max - prism.x_min + 1)
+
+
+def test_with_config_shares_the_network(predictor) -> None:
+    other = predictor.with_config(max_zoom_out=0)
+    assert other.net is predictor.net and other.config.max_zoom_out == 0
+    assert predictor.config.max_zoom_out == CFG.max_zoom_out and other.config.grid == CFG.grid
 
 
 # ------------------------------------------------------------------------------------- GPU
@@ -355,8 +404,8 @@ def test_cuda_half_matches_cpu_on_a_real_case() -> None:
     if not (repo / "weights" / WEIGHTS_FILE).is_file() or not case_file.is_file():
         pytest.skip("needs the shipped weights and ../shared/data/cases")
     case = read_case(case_file)
-    cpu = Predictor.from_weights(repo / "weights", device="cpu").predict_case(case, deadline=_deadline())
-    gpu = Predictor.from_weights(repo / "weights", device="cuda").predict_case(case, deadline=_deadline())
+    cpu = Predictor.from_weights(repo / "weights", device="cpu").predict_case(case).segs
+    gpu = Predictor.from_weights(repo / "weights", device="cuda").predict_case(case).segs
     assert gpu.shape == cpu.shape and gpu.dtype == np.uint8
     union = np.count_nonzero((cpu > 0) | (gpu > 0))
     assert union > 0
@@ -369,15 +418,7 @@ def test_apply_box_facts_in_roi_coordinates() -> None:
     from model.roi import Roi
 
     roi = Roi((2, 3, 4), (12, 13, 14), (20, 20, 20))
-    box = {
-        "z_min": 4,
-        "z_max": 8,
-        "z_mid": 6,
-        "z_mid_x_min": 6,
-        "z_mid_y_min": 5,
-        "z_mid_x_max": 9,
-        "z_mid_y_max": 7,
-    }
+    box = Box(z_min=4, z_max=8, z_mid=6, y_min=5, y_max=7, x_min=6, x_max=9)
     prob = torch.ones(roi.size, dtype=torch.float16)
     apply_box_facts(prob, roi, box)
     full = np.zeros((20, 20, 20), bool)
@@ -403,8 +444,7 @@ class TwoPassNet(nn.Module):
 
 def _click_step_case() -> Case:
     imgs = np.random.default_rng(0).integers(0, 255, (32, 48, 48)).astype(np.uint8)
-    box = {"z_min": 8, "z_max": 23, "z_mid": 15, "z_mid_y_min": 12, "z_mid_y_max": 35,
-           "z_mid_x_min": 12, "z_mid_x_max": 35}  # fmt: skip
+    box = Box(z_min=8, z_max=23, z_mid=15, y_min=12, y_max=35, x_min=12, x_max=35)
     prev = np.zeros(imgs.shape, np.uint8)
     prev[8:24, 12:36, 12:36] = 1
     clicks = [{"fg": [], "bg": [(16, 24, 30)]}]
@@ -415,7 +455,7 @@ def test_local_pass_decides_inside_the_clicks_view_only() -> None:
     case = _click_step_case()
     cfg = replace(CFG, local_fraction=0.4, max_zoom_out=0)
     net = TwoPassNet()
-    segs = Predictor(net, cfg, "cpu").predict_case(case, deadline=_deadline())
+    segs = Predictor(net, cfg, "cpu").predict_case(case).segs
     assert len(net.inputs) == 2  # the object's pass, then the click's local view
     local = net.inputs[1][0, cfg.channels.index("prev_mask")]
     assert torch.all(local > 0.99)  # its previous mask is the first pass's answer (all object)
@@ -436,5 +476,5 @@ def test_no_local_pass_at_a_box_step_or_when_off() -> None:
     )
     for cfg, c in ((off, case), (on, box_step)):
         net = TwoPassNet()
-        segs = Predictor(net, cfg, "cpu").predict_case(c, deadline=_deadline())
+        segs = Predictor(net, cfg, "cpu").predict_case(c).segs
         assert len(net.inputs) == 1 and segs[16, 24, 30] == 1

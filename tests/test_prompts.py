@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from model.boxes import Box
 from model.prompts import ClassPrompts, class_prompts
 
-BOX = {
-    "z_min": 1,
-    "z_max": 3,
-    "z_mid": 2,
-    "z_mid_x_min": 0,
-    "z_mid_y_min": 0,
-    "z_mid_x_max": 4,
-    "z_mid_y_max": 4,
-}
+BOX = Box(z_min=1, z_max=3, z_mid=2, y_min=0, y_max=4, x_min=0, x_max=4)
 
 
 def test_boxes_only_no_clicks() -> None:
-    boxes = [BOX, dict(BOX, z_min=0)]
+    boxes = [BOX, replace(BOX, z_min=0)]
     out = class_prompts(2, boxes, None)
     assert [p.label for p in out] == [1, 2]
     assert out[0].box is boxes[0] and out[1].box is boxes[1]

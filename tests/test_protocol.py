@@ -14,7 +14,7 @@ from evaluation import run_local
 from evaluation.demo_cases import make_demo_cases
 from evaluation.metrics import dice
 from evaluation.protocol import STEP_NAMES, load_npz, prepare_run_dirs, run_case, write_click_input
-from model.boxes import box_prism
+from model.boxes import Box
 
 PREDICTOR = r"""
 import json, os, sys, glob
@@ -106,7 +106,7 @@ def test_full_run_on_two_synthetic_cases(tmp_path, cases):
     gts = load_npz(cases / "gts" / "SynA_demo00.npz")["gts"]
     prism = np.zeros(gts.shape, np.uint8)
     for k, b in enumerate(img["boxes"]):
-        prism[box_prism(b, gts.shape)] = k + 1
+        prism[Box.from_challenge(b).prism(gts.shape)] = k + 1
     expected = np.mean([dice(gts == c, prism == c) for c in range(1, int(gts.max()) + 1)])
     assert float(boxed["DSC_1"]) == pytest.approx(expected, abs=1e-12)
     assert float(boxed["RunningTime_1"]) > 0 and boxed["num_class"] == "1"

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.boxes import Box
 from model.config import ModelConfig
 from model.prompts import ClassPrompts
 from model.roi import Roi, choose_roi, grid_to_roi, local_roi, object_extent, resample_to_grid, zoom_out
@@ -95,39 +96,44 @@ def test_choose_roi_min_roi_vox() -> None:
 # ---------------------------------------------------------------------------------- object_extent
 
 
-BOX = {
-    "z_min": 3,
-    "z_max": 9,
-    "z_mid": 6,
-    "z_mid_x_min": 20,
-    "z_mid_y_min": 10,
-    "z_mid_x_max": 40,
-    "z_mid_y_max": 30,
-}
+BOX = Box(z_min=3, z_max=9, z_mid=6, y_min=10, y_max=30, x_min=20, x_max=40)
+SP = (1.0, 1.0, 1.0)
 
 
 def test_object_extent_from_box() -> None:
-    lo, hi = object_extent(ClassPrompts(label=1, box=BOX), None)
+    lo, hi = object_extent(ClassPrompts(label=1, box=BOX), None, SP)
     np.testing.assert_array_equal(lo, [3, 10, 20])
     np.testing.assert_array_equal(hi, [9, 30, 40])
 
 
+def test_object_extent_one_slice_box_reaches_its_longer_side_in_z() -> None:
+    # a viewer's rectangle on slice 20, 11 x 21 voxels of 1 mm; slices of 2 mm: the object is
+    # assumed 21 mm deep (10.5 slices), centred on slice 20
+    box = Box.on_slice(20, 10, 20, 30, 50)
+    lo, hi = object_extent(ClassPrompts(label=1, box=box), None, (2.0, 1.0, 1.0))
+    np.testing.assert_allclose(lo, [15.25, 10, 30])
+    np.testing.assert_allclose(hi, [24.75, 20, 50])
+    assert (hi[0] - lo[0] + 1.0) * 2.0 == pytest.approx(21.0)
+    roi = choose_roi((60, 100, 100), (2.0, 1.0, 1.0), (lo, hi), CFG)
+    assert roi.lo[0] < 20 < roi.hi[0] - 1 and roi.size[0] * 2.0 >= 21.0  # more than the drawn slice
+
+
 def test_object_extent_from_clicks_and_prev_bbox() -> None:
     p = ClassPrompts(label=1, fg=[(5, 50, 60), (2, 70, 55)], bg=[(0, 0, 0), (99, 99, 99)])
-    lo, hi = object_extent(p, None)  # background clicks say nothing about the object
+    lo, hi = object_extent(p, None, SP)  # background clicks say nothing about the object
     np.testing.assert_array_equal(lo, [2, 50, 55])
     np.testing.assert_array_equal(hi, [5, 70, 60])
-    lo, hi = object_extent(p, (np.array([4, 40, 58]), np.array([12, 60, 59])))
+    lo, hi = object_extent(p, (np.array([4, 40, 58]), np.array([12, 60, 59])), SP)
     np.testing.assert_array_equal(lo, [2, 40, 55])
     np.testing.assert_array_equal(hi, [12, 70, 60])
-    lo, hi = object_extent(ClassPrompts(label=1, box=BOX, fg=[(11, 5, 30)]), None)
+    lo, hi = object_extent(ClassPrompts(label=1, box=BOX, fg=[(11, 5, 30)]), None, SP)
     np.testing.assert_array_equal(lo, [3, 5, 20])
     np.testing.assert_array_equal(hi, [11, 30, 40])
 
 
 def test_object_extent_none_without_prompts() -> None:
-    assert object_extent(ClassPrompts(label=1, bg=[(1, 1, 1)]), None) is None
-    lo, hi = object_extent(ClassPrompts(label=1), (np.array([1, 2, 3]), np.array([4, 5, 6])))
+    assert object_extent(ClassPrompts(label=1, bg=[(1, 1, 1)]), None, SP) is None
+    lo, hi = object_extent(ClassPrompts(label=1), (np.array([1, 2, 3]), np.array([4, 5, 6])), SP)
     np.testing.assert_array_equal(lo, [1, 2, 3])
     np.testing.assert_array_equal(hi, [4, 5, 6])
 

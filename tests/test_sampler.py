@@ -48,12 +48,12 @@ def test_box_sample_on_the_grid(volumes) -> None:
         assert s.prompts.label == 1 and s.prompts.fg == [] and s.prompts.bg == []
         b = s.prompts.box
         assert b is not None
-        assert 0 <= b["z_min"] <= b["z_mid"] <= b["z_max"] <= G[0] - 1
-        assert 0 <= b["z_mid_y_min"] <= b["z_mid_y_max"] <= G[1] - 1
-        assert 0 <= b["z_mid_x_min"] <= b["z_mid_x_max"] <= G[2] - 1
+        assert b.exact_z and 0 <= b.z_min <= b.z_mid <= b.z_max <= G[0] - 1
+        assert 0 <= b.y_min <= b.y_max <= G[1] - 1
+        assert 0 <= b.x_min <= b.x_max <= G[2] - 1
         # the box's z range is the object's exact z range: the grid target lies within it (+-1 rounding)
         zs = np.flatnonzero(s.target.any(axis=(1, 2)))
-        assert b["z_min"] - 1 <= zs[0] and zs[-1] <= b["z_max"] + 1
+        assert b.z_min - 1 <= zs[0] and zs[-1] <= b.z_max + 1
         assert len(s.spacing) == 3 and all(v > 0 for v in s.spacing)
 
 
@@ -144,9 +144,9 @@ def test_viewer_box_is_one_slice_rectangle_of_the_object() -> None:
     mask[4:16, 10:20, 5:25] = True
     for seed in range(10):
         b = viewer_box(mask, np.random.default_rng(seed))
-        assert b["z_min"] == b["z_max"] == b["z_mid"] and 4 <= b["z_mid"] < 16
-        assert 7 <= b["z_mid_y_min"] <= 10 and 19 <= b["z_mid_y_max"] <= 22
-        assert 2 <= b["z_mid_x_min"] <= 5 and 24 <= b["z_mid_x_max"] <= 27
+        assert not b.exact_z and b.z_min == b.z_max == b.z_mid and 4 <= b.z_mid < 16
+        assert 7 <= b.y_min <= 10 and 19 <= b.y_max <= 22
+        assert 2 <= b.x_min <= 5 and 24 <= b.x_max <= 27
 
 
 def test_box2d_samples_target_leaves_the_slice(volumes) -> None:
@@ -155,9 +155,9 @@ def test_box2d_samples_target_leaves_the_slice(volumes) -> None:
     assert got and all(s.start == "box2d" for s in got)
     for s in got:
         b = s.prompts.box
-        assert b["z_min"] == b["z_max"] == b["z_mid"]
+        assert not b.exact_z and b.z_min == b.z_max == b.z_mid  # stays one slice on the grid
         # the whole object is the target, not the one slice the box is drawn on
-        assert s.target.any(axis=(1, 2)).sum() > 1 or s.target.sum() == s.target[b["z_mid"]].sum()
+        assert s.target.any(axis=(1, 2)).sum() > 1 or s.target.sum() == s.target[b.z_mid].sum()
     assert any(s.target.any(axis=(1, 2)).sum() > 1 for s in got)
 
 

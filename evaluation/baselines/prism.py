@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from model.boxes import box_prism
 from model.case_io import CaseError, read_case, write_segs
 
 log = logging.getLogger("prism")
@@ -36,7 +35,7 @@ def predict(case) -> np.ndarray:
     if case.prev_pred is None and case.boxes:
         for k, box in enumerate(case.boxes):
             if box is not None:  # None: the box lay outside the volume
-                segs[box_prism(box, shape)] = k + 1
+                segs[box.prism(shape)] = k + 1
     for k, entry in enumerate(case.clicks or []):
         order = case.clicks_order[k] if case.clicks_order and k < len(case.clicks_order) else []
         fg, bg = list(entry.get("fg", [])), list(entry.get("bg", []))

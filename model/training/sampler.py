@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.boxes import box_from_mask
+from model.boxes import Box, box_from_mask
 from model.click_sim import simulate_click
 from model.config import ModelConfig
 from model.prompts import ClassPrompts
@@ -50,7 +50,7 @@ class Native:
     label: int
     spacing: tuple[float, float, float]  # mm per volume voxel, z,y,x
     roi: Roi
-    box: dict[str, int] | None
+    box: Box | None
 
 
 def _view(vol: Volume, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -65,22 +65,15 @@ def _view(vol: Volume, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
     return imgs, gts, sp
 
 
-def _grid_box(box: dict[str, int], roi: Roi, grid: tuple[int, int, int]) -> dict[str, int]:
-    """A volume box mapped to grid voxel indices (rounded, clipped)."""
-    lo = roi.to_grid(np.array([[box["z_min"], box["z_mid_y_min"], box["z_mid_x_min"]]]), grid)[0]
-    hi = roi.to_grid(np.array([[box["z_max"], box["z_mid_y_max"], box["z_mid_x_max"]]]), grid)[0]
-    mid = roi.to_grid(np.array([[box["z_mid"], 0, 0]]), grid)[0][0]
-    lo = np.clip(np.round(lo), 0, np.array(grid) - 1).astype(int)
-    hi = np.clip(np.round(hi), 0, np.array(grid) - 1).astype(int)
-    return {
-        "z_min": int(lo[0]),
-        "z_max": int(hi[0]),
-        "z_mid": int(np.clip(round(mid), 0, grid[0] - 1)),
-        "z_mid_y_min": int(lo[1]),
-        "z_mid_y_max": int(hi[1]),
-        "z_mid_x_min": int(lo[2]),
-        "z_mid_x_max": int(hi[2]),
-    }
+def _grid_box(box: Box, roi: Roi, grid: tuple[int, int, int]) -> Box:
+    """A volume box mapped to grid voxel indices (rounded, clipped); a one-slice box stays one slice."""
+    top = np.array(grid) - 1
+    lo = np.clip(np.round(roi.to_grid(np.array([box.lo]), grid)[0]), 0, top).astype(int)
+    hi = np.clip(np.round(roi.to_grid(np.array([box.hi]), grid)[0]), 0, top).astype(int)
+    mid = int(np.clip(round(roi.to_grid(np.array([[box.z_mid, 0, 0]]), grid)[0][0]), 0, top[0]))
+    if not box.exact_z:
+        return Box.on_slice(mid, lo[1], hi[1], lo[2], hi[2])
+    return Box(lo[0], hi[0], mid, lo[1], hi[1], lo[2], hi[2])
 
 
 def pick_label(vol: Volume, rng: np.random.Generator, p_small: float) -> int:
@@ -94,7 +87,7 @@ def pick_label(vol: Volume, rng: np.random.Generator, p_small: float) -> int:
     return int(rng.choice(n, p=w / w.sum())) + 1
 
 
-def viewer_box(mask: np.ndarray, rng: np.random.Generator) -> dict[str, int]:
+def viewer_box(mask: np.ndarray, rng: np.random.Generator) -> Box:
     """A viewer's 2-D box: the object's rectangle on one slice (near the middle, as people draw
     it), a little loose, with no z range (z_min = z_max = z_mid)."""
     zs = np.flatnonzero(mask.any(axis=(1, 2)))
@@ -103,15 +96,13 @@ def viewer_box(mask: np.ndarray, rng: np.random.Generator) -> dict[str, int]:
     ys, xs = np.nonzero(mask[z])
     h, w = mask.shape[1:]
     pad = rng.integers(0, 4, 4)
-    return {
-        "z_min": z,
-        "z_max": z,
-        "z_mid": z,
-        "z_mid_y_min": max(int(ys.min()) - int(pad[0]), 0),
-        "z_mid_y_max": min(int(ys.max()) + int(pad[1]), h - 1),
-        "z_mid_x_min": max(int(xs.min()) - int(pad[2]), 0),
-        "z_mid_x_max": min(int(xs.max()) + int(pad[3]), w - 1),
-    }
+    return Box.on_slice(
+        z,
+        max(int(ys.min()) - int(pad[0]), 0),
+        min(int(ys.max()) + int(pad[1]), h - 1),
+        max(int(xs.min()) - int(pad[2]), 0),
+        min(int(xs.max()) + int(pad[3]), w - 1),
+    )
 
 
 def make_sample(
@@ -145,7 +136,7 @@ def make_sample(
     else:
         _, first = simulate_click(np.zeros_like(mask), mask)  # the evaluator's first click
         prompts = ClassPrompts(label=1, fg=[first])
-    extent = object_extent(prompts, None)
+    extent = object_extent(prompts, None, spacing)  # type: ignore[arg-type]
     if start == "click" and rng.random() < 0.5:  # as after a zoom-out or with a previous mask
         zs, ys, xs = np.nonzero(mask)
         extent = (np.array([zs.min(), ys.min(), xs.min()]), np.array([zs.max(), ys.max(), xs.max()]))
@@ -225,7 +216,7 @@ def local_sample(
         g = np.clip(np.round(roi.to_grid(vol_pts[inside], grid)), 0, np.array(grid) - 1).astype(int)
         points[kind] = [tuple(int(v) for v in p) for p in g]
     box = nat.box
-    if box is not None and (box["z_max"] < roi.lo[0] or box["z_min"] >= roi.hi[0]):
+    if box is not None and (box.z_max < roi.lo[0] or box.z_min >= roi.hi[0]):
         box = None
     prompts = ClassPrompts(label=1, box=_grid_box(box, roi, grid) if box else None, **points)
     gsp = tuple(float(v) for v in roi.grid_spacing(nat.spacing, grid))
