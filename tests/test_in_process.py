@@ -37,8 +37,8 @@ def test_a_case_through_the_protocol_in_process(runner, demo, tmp_path) -> None:
     assert [s.status for s in result.steps] == [OK] * N_STEPS and all(s.returncode == 0 for s in result.steps)
     assert len(all_segs) == N_STEPS and result.steps[0].dsc > 0.3  # the shipped weights, not a stub
     assert result.clicks and any(row for row in result.clicks_order)  # the evaluator clicked
-    log = (tmp_path / f"{Path(name).stem}_step2.log").read_text()
-    assert "step=click 1" in log and "classes=" in log  # infer.py's line for the step
+    log = (tmp_path / f"{Path(name).stem}_click1.log").read_text()
+    assert "step=click1" in log and "classes=" in log  # infer.py's line for the step
 
 
 def test_step_equals_the_cli_and_reports_a_timeout(runner, demo, tmp_path) -> None:

@@ -9,7 +9,8 @@ import torch
 from model.config import ModelConfig
 from model.synthetic import synth_case
 from model.training.data import Volume
-from model.training.stream import ItemStream, Pool, StreamConfig, collate, make_item
+from model.training.stream import ItemStream, Pool, collate, make_item
+from model.training.train import TrainConfig
 
 CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
 
@@ -25,7 +26,7 @@ def pool() -> Pool:
 
 def test_items_of_every_kind(pool) -> None:
     rng = np.random.default_rng(0)
-    mix = StreamConfig(p_first=0.3, p_local=0.5)
+    mix = TrainConfig(p_first=0.3, p_local=0.5).stream()
     items = [make_item(pool, rng, CFG, mix) for _ in range(40)]
     kinds = {it.kind for it in items}
     assert kinds == {"first", "click", "local"}
@@ -46,7 +47,7 @@ def test_items_of_every_kind(pool) -> None:
 
 def test_stream_workers_differ_and_collate_keeps_lists(pool) -> None:
     loader = torch.utils.data.DataLoader(
-        ItemStream(pool, CFG, StreamConfig(), seed=3), batch_size=3, num_workers=2, collate_fn=collate
+        ItemStream(pool, CFG, TrainConfig().stream(), seed=3), batch_size=3, num_workers=2, collate_fn=collate
     )
     batches = []
     for b in loader:

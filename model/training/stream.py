@@ -27,17 +27,16 @@ from model.training.sampler import Sample, augment_intensity, local_sample, make
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """The mix of starts and states; TrainConfig carries the values."""
+    """The mix of starts and states; its values live in TrainConfig (TrainConfig.stream())."""
 
-    p_synthetic: float = 0.3
-    p_box: float = 0.65
-    p_box2d: float = 0.1
-    p_small: float = 0.5
-    p_first: float = 0.25
-    p_local: float = 0.3
-    max_clicks: int = 3
-    p_official_click: float = 0.6
-    p_others: float = 0.5
+    p_synthetic: float
+    p_box: float
+    p_box2d: float
+    p_small: float
+    p_first: float
+    p_local: float
+    max_clicks: int
+    p_official_click: float
 
 
 class Pool:
@@ -116,7 +115,7 @@ def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: St
                 kind = "local"
     s.native = None
     image = augment_intensity(s.image, rng)
-    use_others = bool(rng.random() < mix.p_others)
+    use_others = bool(rng.random() < 0.5)  # the other objects' masks as context, or not
     x = encode_sample(s, image, prev, use_others, config)
     return Item(x.half(), s, image.half(), prev, region, use_others, kind)
 

@@ -86,16 +86,8 @@ class TrainConfig:
         return cls(**data)
 
     def stream(self) -> StreamConfig:
-        return StreamConfig(
-            p_synthetic=self.p_synthetic,
-            p_box=self.p_box,
-            p_box2d=self.p_box2d,
-            p_small=self.p_small,
-            p_first=self.p_first,
-            p_local=self.p_local,
-            max_clicks=self.max_clicks,
-            p_official_click=self.p_official_click,
-        )
+        """The item mix the DataLoader workers draw (the fields of StreamConfig, by name)."""
+        return StreamConfig(**{f.name: getattr(self, f.name) for f in fields(StreamConfig)})
 
     def lr_at(self, seen: int) -> float:
         """Learning rate after `seen` samples of this run: linear warm-up, cosine to lr_min."""
