@@ -110,6 +110,14 @@ def test_export_and_load_round_trip(weights, predictor) -> None:
         assert torch.equal(predictor.net.state_dict()[k], want), k
 
 
+def test_export_sets_inference_keys(weights, tmp_path) -> None:
+    ckpt = weights[1].parent / "run" / "last.pt"
+    export(ckpt, tmp_path / "w", inference={"local_fraction": 0.4})
+    assert Predictor.from_weights(tmp_path / "w", device="cpu").config == replace(CFG, local_fraction=0.4)
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        export(ckpt, tmp_path / "x", inference={"local_fractoin": 0.4})
+
+
 def test_from_weights_missing(tmp_path) -> None:
     with pytest.raises(WeightsMissingError, match="no trained weights") as err:
         Predictor.from_weights(tmp_path, device="cpu")

@@ -18,10 +18,14 @@ from model.config import ModelCard, ModelConfig
 from model.predictor import CARD_FILE, WEIGHTS_FILE
 
 
-def export(ckpt: Path, out: Path, extra: dict | None = None) -> Path:
-    """Write out/model.pt and out/model.json from a training checkpoint; returns the weights path."""
+def export(ckpt: Path, out: Path, extra: dict | None = None, inference: dict | None = None) -> Path:
+    """Write out/model.pt and out/model.json from a training checkpoint; returns the weights path.
+
+    `inference` overrides model-config keys that only steer inference (such as local_fraction,
+    the local pass around the newest click), chosen by validation after training.
+    """
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    config = ModelConfig.from_dict(state["model_config"])
+    config = ModelConfig.from_dict({**state["model_config"], **(inference or {})})
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     torch.save(weights, out / WEIGHTS_FILE)
@@ -69,9 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--card-extra", type=Path, help="JSON merged into the card (command, hardware, metrics)"
     )
+    parser.add_argument(
+        "--inference",
+        type=json.loads,
+        help="model-config keys that steer inference, e.g. '{\"local_fraction\": 0.4}'",
+    )
     args = parser.parse_args(argv)
     extra = json.loads(args.card_extra.read_text()) if args.card_extra else None
-    path = export(args.ckpt, args.out, extra)
+    path = export(args.ckpt, args.out, extra, args.inference)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {args.out / CARD_FILE}")
 
 
