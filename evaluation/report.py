@@ -148,14 +148,18 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def write_summary_csv(rows: list[dict], out_dir: Path) -> Path:
-    path = Path(out_dir) / "summary.csv"
+def _write_table(path: Path, columns: list[str], rows: list[dict]) -> Path:
+    """A CSV of `columns` from each row dict, numbers formatted by _fmt."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(SUMMARY_COLUMNS)
+        w.writerow(columns)
         for row in rows:
-            w.writerow([_fmt(row[c]) for c in SUMMARY_COLUMNS])
+            w.writerow([_fmt(row[c]) for c in columns])
     return path
+
+
+def write_summary_csv(rows: list[dict], out_dir: Path) -> Path:
+    return _write_table(Path(out_dir) / "summary.csv", SUMMARY_COLUMNS, rows)
 
 
 def format_summary(rows: list[dict]) -> str:
@@ -202,13 +206,7 @@ def compare_to_floor(rows: list[dict], floor_rows: list[dict]) -> list[dict]:
 
 
 def write_floor_csv(rows: list[dict], out_dir: Path) -> Path:
-    path = Path(out_dir) / "summary_vs_floor.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(FLOOR_COLUMNS)
-        for row in rows:
-            w.writerow([_fmt(row[c]) for c in FLOOR_COLUMNS])
-    return path
+    return _write_table(Path(out_dir) / "summary_vs_floor.csv", FLOOR_COLUMNS, rows)
 
 
 def format_floor(rows: list[dict]) -> str:

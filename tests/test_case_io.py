@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import unpicklable
 
 from model.boxes import BOX_KEYS, Box
 from model.case_io import SPACING_RANGE_MM, Case, CaseError, read_case, read_prev_pred, write_segs
@@ -404,33 +404,21 @@ def test_nothing_usable_left_raises_with_the_shape(tmp_path, caplog):
     assert err.shape == SHAPE and "outside the volume" in caplog.text
 
 
-def _unpicklable(path: Path, key: str) -> Path:
-    """Replace the pickled payload of `key` with bytes no unpickler reads (the header stays valid)."""
-    with zipfile.ZipFile(path) as z:
-        members = {n: z.read(n) for n in z.namelist()}
-    data = members[f"{key}.npy"]
-    members[f"{key}.npy"] = data[: data.index(b"\n") + 1] + b"\x80\x04not a pickle"
-    with zipfile.ZipFile(path, "w") as z:
-        for n, d in members.items():
-            z.writestr(n, d)
-    return path
-
-
 def test_unpicklable_boxes_at_the_box_step_raise_with_the_shape(tmp_path):
-    p = _unpicklable(_save(tmp_path / "up.npz", imgs=_imgs(), spacing=[1, 1, 1], boxes=_boxes()), "boxes")
+    p = unpicklable(_save(tmp_path / "up.npz", imgs=_imgs(), spacing=[1, 1, 1], boxes=_boxes()), "boxes")
     err = _raises(p, "no prompts", "'boxes' cannot read")
     assert err.shape == SHAPE  # known: a fallback can be written
 
 
 def test_unpicklable_optional_member_is_ignored(tmp_path, caplog):
-    case = _read_warned(_unpicklable(_click_step(tmp_path / "uo.npz"), "clicks_order"), caplog)
+    case = _read_warned(unpicklable(_click_step(tmp_path / "uo.npz"), "clicks_order"), caplog)
     _assert_sound_parts_kept(case)
     assert case.clicks_order is None and case.ignored == ("clicks_order",)
     assert "uo.npz: key 'clicks_order' cannot read" in caplog.text
 
 
 def test_read_prev_pred_for_the_fallback(tmp_path):
-    p = _unpicklable(_click_step(tmp_path / "fb.npz"), "clicks")
+    p = unpicklable(_click_step(tmp_path / "fb.npz"), "clicks")
     prev = read_prev_pred(p, SHAPE)
     assert prev is not None and prev.dtype == np.uint8 and prev[2, 5, 5] == 1 and prev[3, 1, 1] == 2
     assert read_prev_pred(p, (1, 2, 3)) is None  # does not fit the image: no fallback from it

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import unpicklable
 
 import infer
 from model.boxes import BOX_KEYS, Box
@@ -432,28 +433,16 @@ def test_one_bad_optional_key_keeps_the_click_step(tmp_path, caplog):
     assert "order.npz: key 'clicks_order'" in caplog.text and "prev.npz: key 'prev_pred'" in caplog.text
 
 
-def _unpicklable(path: Path, key: str) -> Path:
-    """Replace the pickled payload of `key` with bytes no unpickler reads (the header stays valid)."""
-    with zipfile.ZipFile(path) as z:
-        members = {n: z.read(n) for n in z.namelist()}
-    data = members[f"{key}.npy"]
-    members[f"{key}.npy"] = data[: data.index(b"\n") + 1] + b"\x80\x04not a pickle"
-    with zipfile.ZipFile(path, "w") as z:
-        for n, d in members.items():
-            z.writestr(n, d)
-    return path
-
-
 def test_unpicklable_member_gets_the_fallback_and_fails(tmp_path, caplog):
     inp, out = _dirs(tmp_path)
-    _unpicklable(_box_case(inp / "box_step.npz"), "boxes")  # box step: nothing usable is left
+    unpicklable(_box_case(inp / "box_step.npz"), "boxes")  # box step: nothing usable is left
     prev = _click_step_with_boxes(inp / "click_step.npz")
     with zipfile.ZipFile(inp / "click_step.npz") as z:
         members = {n: z.read(n) for n in z.namelist() if n != "boxes.npy"}  # a no-box case ...
     with zipfile.ZipFile(inp / "click_step.npz", "w") as z:
         for n, d in members.items():
             z.writestr(n, d)
-    _unpicklable(inp / "click_step.npz", "clicks")  # ... whose clicks cannot be read
+    unpicklable(inp / "click_step.npz", "clicks")  # ... whose clicks cannot be read
     assert _run(inp, out, FakePredictor(), caplog) == 1
     zeros = _segs(out / "box_step.npz")
     assert zeros.shape == SHAPE and zeros.dtype == np.uint8 and not zeros.any()

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from helpers import ConstNet
 from torch import nn
 
 from model.boxes import Box, boxes_from_labels
@@ -72,17 +73,6 @@ def synth():
 
 def _case(imgs, spacing, boxes=None, clicks=None, order=None, prev=None, name="CT_test") -> Case:
     return Case(name, imgs, spacing, boxes, clicks, order, prev)  # type: ignore[arg-type]
-
-
-class ConstNet(nn.Module):
-    """A network whose output is one constant logit everywhere."""
-
-    def __init__(self, logit: float) -> None:
-        super().__init__()
-        self.logit = logit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0], 1, *x.shape[2:]), self.logit, dtype=x.dtype)
 
 
 # ------------------------------------------------------------------------------------- weights

@@ -6,25 +6,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
+from helpers import ConstNet
 
 from model.boxes import Box, boxes_from_labels
 from model.budget import Budget, Level
 from model.case_io import read_case
 from model.session import Session, SessionError, changed_region
 from model.synthetic import synth_case
-
-
-class ConstNet(nn.Module):
-    """One constant logit everywhere."""
-
-    def __init__(self, logit: float) -> None:
-        super().__init__()
-        self.logit = logit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0], 1, *x.shape[2:]), self.logit, dtype=x.dtype)
 
 
 @pytest.fixture(scope="module")

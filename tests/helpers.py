@@ -1,0 +1,32 @@
+"""Helpers shared by several test files (not a test module: pytest collects only test_*.py)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class ConstNet(nn.Module):
+    """A network whose output is one constant logit everywhere."""
+
+    def __init__(self, logit: float) -> None:
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1, *x.shape[2:]), self.logit, dtype=x.dtype)
+
+
+def unpicklable(path: Path, key: str) -> Path:
+    """Replace the pickled payload of `key` with bytes no unpickler reads (the header stays valid)."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    data = members[f"{key}.npy"]
+    members[f"{key}.npy"] = data[: data.index(b"\n") + 1] + b"\x80\x04not a pickle"
+    with zipfile.ZipFile(path, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    return path
