@@ -172,6 +172,21 @@ def _within(inner: Roi, outer: Roi) -> tuple[slice, slice, slice]:
     return tuple(slice(a - o, b - o) for a, b, o in zip(inner.lo, inner.hi, outer.lo, strict=True))  # type: ignore[return-value]
 
 
+def read_weights(weights_dir: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    """The card and the fp32 state dict of a weights folder (model.json + fp16 model.pt), the one
+    reader that inference, training's start and the slim seed share."""
+    weights_dir = Path(weights_dir)
+    ckpt, card_path = weights_dir / WEIGHTS_FILE, weights_dir / CARD_FILE
+    if not ckpt.is_file() or not card_path.is_file():
+        raise WeightsMissingError(
+            f"no trained weights in {weights_dir} (need {WEIGHTS_FILE} and {CARD_FILE}); "
+            "train with `python -m model.training.train`, then `python -m model.training.export`"
+        )
+    card = ModelCard.load(card_path)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    return card, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 class Predictor:
     """Loads the network once per process and predicts every class of a case."""
 
@@ -187,18 +202,10 @@ class Predictor:
     @classmethod
     def from_weights(cls, weights_dir: Path, device: str | None = None) -> Predictor:
         """Network and config from weights_dir/model.pt + model.json (weights_only, mmap)."""
-        weights_dir = Path(weights_dir)
-        ckpt, card_path = weights_dir / WEIGHTS_FILE, weights_dir / CARD_FILE
-        if not ckpt.is_file() or not card_path.is_file():
-            raise WeightsMissingError(
-                f"no trained weights in {weights_dir} (need {WEIGHTS_FILE} and {CARD_FILE}); "
-                "train with `python -m model.training.train`, then `python -m model.training.export`"
-            )
-        card = ModelCard.load(card_path)
+        card, state = read_weights(weights_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
         net = ResEncUNet(card.config)
-        net.load_state_dict({k: v.float() for k, v in state.items()})
+        net.load_state_dict(state)
         net = net.to(device)
         if device.startswith("cuda"):
             net = net.half()

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import torch
 
-from model.config import ModelCard
 from model.network import ResEncUNet
-from model.predictor import CARD_FILE, WEIGHTS_FILE
+from model.predictor import WEIGHTS_FILE, read_weights
 
 MAGIC = b"SEGFM3D-SLIM-CKPT-1\n"
 MIB = 1 << 20
@@ -152,10 +151,9 @@ def load_slim(path: Path) -> dict:
 
 def from_weights(weights_dir: Path, lr: float = 2e-3, weight_decay: float = 1e-4) -> dict:
     """A full checkpoint at step 0 from shipped weights: a fresh AdamW state, no best score."""
-    card = ModelCard.load(weights_dir / CARD_FILE)
+    card, state = read_weights(weights_dir)
     net = ResEncUNet(card.config)
-    state = torch.load(weights_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    net.load_state_dict(state)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     return {
         "model": net.state_dict(),

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import binary_dilation
 
-from model.config import ModelCard, ModelConfig
+from model.config import ModelConfig
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts
 from model.synthetic import synth_case
@@ -256,12 +256,9 @@ def initial_state(cfg: TrainConfig) -> tuple[ModelConfig, dict | None, list[dict
     """
     if not cfg.init_from:
         return ModelConfig.from_dict(cfg.model), None, []
-    from model.predictor import CARD_FILE, WEIGHTS_FILE
+    from model.predictor import read_weights
 
-    folder = Path(cfg.init_from)
-    card = ModelCard.load(folder / CARD_FILE)
-    state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    card, weights = read_weights(Path(cfg.init_from))
     history = list(card.card.get("training_history") or [])
     if not history and "training" in card.card:
         t = card.card["training"]
