@@ -76,6 +76,15 @@ class _Job:
     newest: tuple[int, int, int] | None = None  # this step's click (volume voxel), if any
     local_roi: Roi | None = None  # the finer view around `newest`
     local_prob: torch.Tensor | None = None  # on the grid of local_roi
+    native: torch.Tensor | None = None  # prob pasted back over roi, once its passes are done
+
+    def native_prob(self) -> torch.Tensor:
+        """`prob` at native resolution over `roi`, computed once: the local pass reads it for its
+        previous mask and the paste-back starts from it. Valid only after the last zoom-out."""
+        assert self.prob is not None
+        if self.native is None:
+            self.native = grid_to_roi(self.prob.float(), self.roi)
+        return self.native
 
 
 @dataclass
@@ -239,12 +248,12 @@ class Predictor:
     def _local_input(self, job: _Job, case: Case) -> torch.Tensor:
         """Encoded local view of one job (sets job.local_roi): the first pass's mask is this
         class's previous mask, the other classes come from prev_pred."""
-        assert job.prob is not None and job.newest is not None
+        assert job.newest is not None
         cfg = self.config
         roi = local_roi(np.asarray(job.newest, float), job.roi, case.spacing, cfg, cfg.local_fraction)
         roi = _clip(roi, job.roi)
         job.local_roi = roi
-        own = (grid_to_roi(job.prob.float(), job.roi)[_within(roi, job.roi)] > cfg.threshold).cpu().numpy()
+        own = (job.native_prob()[_within(roi, job.roi)] > cfg.threshold).cpu().numpy()
         prev = np.zeros(roi.size, np.uint8)
         if case.prev_pred is not None:
             crop = case.prev_pred[roi.slices]
@@ -390,8 +399,7 @@ class Predictor:
                 kept.fail(job.prompts, "failed", exc)
 
     def _to_native(self, job: _Job) -> ClassProb:
-        assert job.prob is not None
-        prob = grid_to_roi(job.prob.float(), job.roi)
+        prob = job.native_prob()
         if job.local_prob is not None and job.local_roi is not None:
             prob[_within(job.local_roi, job.roi)] = grid_to_roi(job.local_prob.float(), job.local_roi)
         if job.prompts.box is not None:
