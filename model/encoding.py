@@ -28,11 +28,6 @@ def normalise_image(crop: torch.Tensor) -> torch.Tensor:
     return (crop - crop.mean()) / std
 
 
-def _axis_grid(roi: Roi, grid: tuple[int, int, int]) -> list[np.ndarray]:
-    """Volume coordinate (continuous) of each grid voxel centre along each axis."""
-    return [roi.lo[ax] + (np.arange(grid[ax]) + 0.5) * roi.size[ax] / grid[ax] - 0.5 for ax in range(3)]
-
-
 def _cover(centres: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Grid voxels whose centre lies in the inclusive voxel interval [lo, hi]; the nearest one
     when the interval is thinner than a grid voxel, so a thin box never vanishes."""
@@ -48,7 +43,7 @@ def box_channel(roi: Roi, box: Box | None, grid: tuple[int, int, int]) -> np.nda
     out = np.zeros(grid, np.float32)
     if box is None:
         return out
-    cz, cy, cx = _axis_grid(roi, grid)
+    cz, cy, cx = roi.grid_centres(grid)
     if box.z_max < roi.lo[0] or box.z_min >= roi.hi[0]:
         return out
     z_in = _cover(cz, box.z_min, box.z_max)

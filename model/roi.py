@@ -40,6 +40,10 @@ class Roi:
         scale = np.asarray(grid, float) / np.asarray(self.size, float)
         return (np.asarray(points, float) - np.asarray(self.lo) + 0.5) * scale - 0.5
 
+    def grid_centres(self, grid: tuple[int, int, int]) -> list[np.ndarray]:
+        """Volume coordinate (continuous) of each grid voxel centre, per axis."""
+        return [self.lo[ax] + (np.arange(grid[ax]) + 0.5) * self.size[ax] / grid[ax] - 0.5 for ax in range(3)]
+
     def to_volume(self, points: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
         """Continuous grid coordinates (n,3) -> volume voxel coordinates (inverse of to_grid)."""
         scale = np.asarray(self.size, float) / np.asarray(grid, float)

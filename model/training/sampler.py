@@ -172,8 +172,7 @@ def _cut(
 def regrid(values: np.ndarray, src: Roi, dst: Roi, grid: tuple[int, int, int]) -> np.ndarray:
     """Values on `src`'s grid sampled (trilinear) at `dst`'s grid voxel centres; 0 outside src."""
     axes = []
-    for ax in range(3):
-        centres = dst.lo[ax] + (np.arange(grid[ax]) + 0.5) * dst.size[ax] / grid[ax] - 0.5
+    for ax, centres in enumerate(dst.grid_centres(grid)):
         g = (centres - src.lo[ax] + 0.5) * grid[ax] / src.size[ax] - 0.5  # src grid coordinate
         axes.append(torch.from_numpy((2 * g + 1) / grid[ax] - 1).float())  # align_corners=False
     zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
