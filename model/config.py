@@ -32,6 +32,10 @@ class ModelConfig:
     max_zoom_out: int = 2
     zoom_factor: float = 1.6
     local_fraction: float = 0.0  # side of the click's local view / the object's ROI; 0 = no local pass
+    # after fusion, at each click: grow (fg) or cut (bg) the similar-intensity region connected to
+    # it within this radius (model/click_grow.py); 0 = off. Tolerance in imgs' intensity units.
+    grow_radius_mm: float = 0.0
+    grow_tolerance: float = 20.0
     threshold: float = 0.5
     max_batch: int = 8  # classes per forward pass
 

@@ -24,6 +24,7 @@ import torch
 from model.boxes import Box
 from model.budget import Budget, Level
 from model.case_io import Case
+from model.click_grow import grow_at_clicks
 from model.config import ModelCard, ModelConfig
 from model.encoding import encode
 from model.fusion import ClassProb, fuse
@@ -46,7 +47,8 @@ class Prediction:
     """One step's answer, and what happened on the way (for logs, the CLI's status, a viewer).
 
     segs: uint8 label map of the case's shape; label k+1 is the object of boxes[k] / clicks[k].
-    timings: seconds per phase: "network" (prompts, ROIs, forward passes) and "fusion".
+    timings: seconds per phase: "network" (prompts, ROIs, forward passes), "fusion" and "grow"
+    (the classical correction at the clicks, model/click_grow.py; ~0 when it is off).
     failed: label -> reason, for the classes whose ROI or forward pass raised.
     cut: the classes the time budget left unpredicted.
     level: the budget's degradation level (FULL without a budget).
@@ -309,10 +311,24 @@ class Predictor:
         t_net = time.monotonic()
         probs = kept.probs + [self._to_native(j) for j in done]
         segs = fuse(case.shape, probs, threshold=self.config.threshold)
+        t_fused = time.monotonic()
+        cfg = self.config
+        locked = {p.label for p in kept.probs if p.locked}
+        segs = grow_at_clicks(
+            segs,
+            case.imgs,
+            case.spacing,
+            case.clicks,
+            case.clicks_order,
+            case.boxes,
+            locked,
+            radius_mm=cfg.grow_radius_mm,
+            tolerance=cfg.grow_tolerance,
+        )
         t_end = time.monotonic()
         return Prediction(
             segs=segs,
-            timings={"network": t_net - t_start, "fusion": t_end - t_net},
+            timings={"network": t_net - t_start, "fusion": t_fused - t_net, "grow": t_end - t_fused},
             failed=dict(kept.failed),
             cut=tuple(sorted(kept.cut)),
             level=budget.level if budget is not None else Level.FULL,

@@ -476,3 +476,21 @@ def test_no_local_pass_at_a_box_step_or_when_off() -> None:
         net = TwoPassNet()
         segs = Predictor(net, cfg, "cpu").predict_case(c).segs
         assert len(net.inputs) == 1 and segs[16, 24, 30] == 1
+
+
+def test_click_grow_runs_after_fusion_when_the_card_turns_it_on() -> None:
+    """A bg click on a bright patch the network calls object: the grow step takes the patch
+    (connected, similar intensity, within the radius) out of the class; off, it stays."""
+    case = _click_step_case()
+    imgs = np.full(case.shape, 100, np.uint8)
+    imgs[12:20, 20:28, 26:34] = 200  # the patch around the bg click (16, 24, 30)
+    case = replace(case, imgs=imgs)
+    patch = np.zeros(case.shape, bool)
+    patch[12:20, 20:28, 26:34] = True
+    base = replace(CFG, max_zoom_out=0)
+    off = Predictor(ConstNet(20.0), base, "cpu").predict_case(case)
+    on = Predictor(ConstNet(20.0), replace(base, grow_radius_mm=10.0), "cpu").predict_case(case)
+    assert (off.segs[patch] == 1).all()
+    assert (on.segs[patch] == 0).all()
+    np.testing.assert_array_equal(on.segs[~patch], off.segs[~patch])
+    assert on.timings["grow"] >= 0.0

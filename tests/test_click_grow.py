@@ -1,0 +1,116 @@
+"""The classical click correction: what it adds, what it removes, and what it must never touch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.boxes import Box
+from model.click_grow import grow_at_clicks, grow_region, ordered_clicks
+
+SP = (1.0, 1.0, 1.0)
+
+
+def _two_tissues() -> np.ndarray:
+    """A bright cube (200) on a dark background (50): the region a click grows is the cube."""
+    imgs = np.full((30, 30, 30), 50, np.uint8)
+    imgs[10:20, 10:20, 10:20] = 200
+    return imgs
+
+
+def test_region_is_the_connected_similar_tissue_within_the_radius() -> None:
+    imgs = _two_tissues()
+    sl, region = grow_region(imgs, (15, 15, 15), SP, radius_mm=20.0, tolerance=20.0)
+    full = np.zeros(imgs.shape, bool)
+    full[sl] = region
+    assert full.sum() == 1000 and full[10:20, 10:20, 10:20].all()
+
+
+def test_region_stops_at_the_radius() -> None:
+    imgs = _two_tissues()
+    sl, region = grow_region(imgs, (15, 15, 15), SP, radius_mm=3.0, tolerance=20.0)
+    full = np.zeros(imgs.shape, bool)
+    full[sl] = region
+    zz, yy, xx = np.nonzero(full)
+    dist = np.sqrt((zz - 15) ** 2 + (yy - 15) ** 2 + (xx - 15) ** 2)
+    assert dist.max() <= 3.0 and full.sum() == (dist <= 3.0).sum() == 123
+
+
+def test_radius_is_in_millimetres() -> None:
+    """At 3 mm slices a 6 mm radius reaches two slices up and down, six voxels in-plane."""
+    imgs = np.full((20, 40, 40), 100, np.uint8)
+    sl, region = grow_region(imgs, (10, 20, 20), (3.0, 1.0, 1.0), radius_mm=6.0, tolerance=5.0)
+    full = np.zeros(imgs.shape, bool)
+    full[sl] = region
+    zz, yy, _ = np.nonzero(full)
+    assert (zz.min(), zz.max()) == (8, 12) and (yy.min(), yy.max()) == (14, 26)
+
+
+def test_outside_point_gives_nothing() -> None:
+    assert grow_region(_two_tissues(), (40, 0, 0), SP, 10.0, 20.0) is None
+
+
+def test_order_follows_clicks_order_and_tolerates_a_mismatch() -> None:
+    entry = {"fg": [[1, 1, 1], [2, 2, 2]], "bg": [[3, 3, 3]]}
+    assert list(ordered_clicks(entry, ["fg", "bg", "fg", None])) == [
+        ("fg", (1, 1, 1)),
+        ("bg", (3, 3, 3)),
+        ("fg", (2, 2, 2)),
+    ]
+    # no order (or a short one): every click still used once, fg first
+    assert [k for k, _ in ordered_clicks(entry, None)] == ["fg", "fg", "bg"]
+    assert [k for k, _ in ordered_clicks(entry, ["bg", "bg"])] == ["bg", "fg", "fg"]
+
+
+def test_fg_click_adds_the_missed_part_and_bg_click_removes_a_leak() -> None:
+    imgs = _two_tissues()
+    segs = np.zeros(imgs.shape, np.uint8)
+    segs[10:20, 10:20, 10:15] = 1  # half the cube found
+    segs[0:5, 0:5, 0:5] = 1  # a leak into the dark background
+    clicks = [{"fg": [[15, 15, 17]], "bg": [[2, 2, 2]]}]
+    out = grow_at_clicks(segs, imgs, SP, clicks, [["fg", "bg"]], None, set(), radius_mm=30.0, tolerance=20.0)
+    expected = np.zeros_like(out)
+    expected[10:20, 10:20, 10:20] = 1
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_fg_click_takes_only_background_its_own_and_the_class_under_the_click() -> None:
+    imgs = np.full((20, 20, 20), 100, np.uint8)
+    segs = np.zeros(imgs.shape, np.uint8)
+    segs[:, :, 0:5] = 2  # the class under the click
+    segs[:, :, 15:20] = 3  # a third class of the same intensity
+    clicks = [{"fg": [[10, 10, 2]], "bg": []}, None, None]
+    out = grow_at_clicks(segs, imgs, SP, clicks, [["fg"], [], []], None, set(), 30.0, 20.0)
+    assert (out[:, :, 15:20] == 3).all()  # never a third class
+    assert (out[:, :, 0:15] == 1).all()  # background and the class it was clicked on
+
+
+def test_locked_classes_are_never_touched() -> None:
+    imgs = np.full((20, 20, 20), 100, np.uint8)
+    segs = np.zeros(imgs.shape, np.uint8)
+    segs[:, :, 0:10] = 2
+    clicks = [{"fg": [[10, 10, 2]], "bg": []}, {"fg": [], "bg": [[10, 10, 5]]}]
+    out = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"], ["bg"]], None, {2}, 30.0, 20.0)
+    assert (out[:, :, 0:10] == 2).all()  # class 2 locked: not taken by class 1's click
+    assert (out[:, :, 10:] == 1).all()
+    # and a locked class's own clicks are not replayed
+    out = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"], ["bg"]], None, {1, 2}, 30.0, 20.0)
+    np.testing.assert_array_equal(out, segs)
+
+
+def test_growth_stays_on_the_challenge_boxs_slices_but_not_a_viewers() -> None:
+    imgs = np.full((20, 20, 20), 100, np.uint8)
+    clicks = [{"fg": [[10, 10, 10]], "bg": []}]
+    box = Box(8, 12, 10, 0, 19, 0, 19)
+    out = grow_at_clicks(np.zeros(imgs.shape, np.uint8), imgs, SP, clicks, [["fg"]], [box], set(), 30.0, 20.0)
+    assert np.unique(np.nonzero(out)[0]).tolist() == [8, 9, 10, 11, 12]
+    viewer = Box.on_slice(10, 0, 19, 0, 19)
+    empty = np.zeros(imgs.shape, np.uint8)
+    out = grow_at_clicks(empty, imgs, SP, clicks, [["fg"]], [viewer], set(), 30.0, 20.0)
+    assert (out == 1).all()
+
+
+def test_off_by_default_changes_nothing() -> None:
+    imgs = _two_tissues()
+    segs = np.zeros(imgs.shape, np.uint8)
+    out = grow_at_clicks(segs, imgs, SP, [{"fg": [[15, 15, 15]], "bg": []}], [["fg"]], None, set(), 0.0, 20.0)
+    assert not out.any()
