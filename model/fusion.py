@@ -6,7 +6,10 @@ spurious islands (they cost DSC and, worse, NSD). Public entries let the last cl
 the others and never clean up; here:
 
 1. Each voxel takes the most probable class if that probability beats background
-   (``p > threshold``), else 0. Ties go to the lower label. A *locked* class (one the user or
+   (``p > threshold``), else 0. Ties go to the class with the smaller ROI, then to the lower
+   label: a nested object (a tumour in its organ) has the smaller ROI, and where both are
+   certain (probabilities saturate at 1.0 in float16) the container loses a few voxels while
+   the nested object would otherwise vanish whole. A *locked* class (one the user or
    the evaluator marked done: its mask is final) is not a competitor: it keeps every voxel of
    its mask, whatever the others predict there, and its mask is not cleaned.
 2. Per unlocked class, 26-connected components are taken. A component is kept when it carries prompt
@@ -169,8 +172,9 @@ def fuse(
 ) -> np.ndarray:
     """Fuse per-class ROI probabilities into one (z, y, x) uint8 label map (see module docstring).
 
-    shape: the full volume shape. classes: any order (processed by label, so ties -> lower
-    label). threshold: background's probability; a class must strictly exceed it.
+    shape: the full volume shape. classes: any order (processed by ROI volume, then label, so
+    ties -> the smaller ROI, then the lower label). threshold: background's probability; a
+    class must strictly exceed it.
     backend: "auto", "cpu" or "cuda". Returns a host numpy uint8 array of ``shape``.
     """
     shape = (int(shape[0]), int(shape[1]), int(shape[2]))
@@ -204,9 +208,13 @@ def fuse(
     best = xp.full([h - low for low, h in zip(lo, hi, strict=True)], threshold, dtype=dtype)
 
     # 1. Locked classes first: their mask is final, so each voxel of it is taken at a probability
-    #    no competitor can beat (2 > any p). Then argmax against background, class by class in
-    #    ascending label order; a strict ">" keeps the earlier (lower) label on ties.
-    order = [i for i in nonempty if items[i].locked] + [i for i in nonempty if not items[i].locked]
+    #    no competitor can beat (2 > any p). Then argmax against background, class by class from
+    #    the smallest ROI up (then by label); a strict ">" keeps the earlier class on ties.
+    def roi_volume(i: int) -> int:
+        return int(np.prod([s.stop - s.start for s in rois[i]]))
+
+    unlocked = sorted((i for i in nonempty if not items[i].locked), key=lambda i: (roi_volume(i), i))
+    order = [i for i in nonempty if items[i].locked] + unlocked
     for i in order:
         c, r = items[i], rois[i]
         p = to_xp(c.prob)

@@ -374,3 +374,23 @@ def test_device_code_path_matches_cpu_with_numpy_standin(monkeypatch: pytest.Mon
         assert np.array_equal(got, exp)
     as_torch = [ClassProb(c.label, c.roi, torch.from_numpy(c.prob), c.fg_clicks, c.box) for c in cases[0]]
     assert np.array_equal(fuse(shape, as_torch, backend="cuda"), expected[0])
+
+
+def test_nested_object_keeps_its_label_inside_a_certain_container() -> None:
+    # An organ (label 1, the larger ROI) certain everywhere, its own tumour included, and the
+    # tumour (label 2, a smaller ROI) certain inside it: float16 saturates both at 1.0. The
+    # tumour wins the tie; the organ keeps the rest, both come through with their labels.
+    organ = np.zeros(SHAPE, np.float16)
+    organ[2:18, 5:35, 5:35] = 1.0
+    tumour = _ball(SHAPE, (10, 20, 20), 4)
+    t_roi = (slice(4, 17), slice(14, 27), slice(14, 27))
+    classes = [
+        ClassProb(1, _full_roi(SHAPE), organ, box=_box_around(10, (5, 34), (5, 34), (2, 17))),
+        ClassProb(2, t_roi, tumour[t_roi].astype(np.float16), fg_clicks=[(10, 20, 20)]),
+    ]
+    for backend in ["cpu"] + (["cuda"] if resolve_backend("auto") == "cuda" else []):
+        seg = fuse(SHAPE, classes, backend=backend)
+        np.testing.assert_array_equal(seg == 2, tumour)
+        np.testing.assert_array_equal(seg == 1, (organ > 0.5) & ~tumour)
+    # the order they are handed over in does not matter
+    np.testing.assert_array_equal(fuse(SHAPE, classes[::-1], backend="cpu"), seg)
