@@ -10,7 +10,15 @@ from model.config import ModelConfig
 from model.roi import Roi
 from model.synthetic import synth_case
 from model.training.data import Volume
-from model.training.sampler import local_sample, make_sample, next_click, pick_label, regrid, viewer_box
+from model.training.sampler import (
+    augment_intensity,
+    local_sample,
+    make_sample,
+    next_click,
+    pick_label,
+    regrid,
+    viewer_box,
+)
 
 CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
 G = CFG.grid
@@ -205,3 +213,31 @@ def test_local_sample_is_a_finer_view_around_the_click(volumes) -> None:
         assert prev_local.any() and local.target.any()
         done += 1
     assert done >= 3
+
+
+# ------------------------------------------------------------------------------ augment_intensity
+
+
+def _image() -> torch.Tensor:
+    z, y, x = np.meshgrid(*(np.arange(g) for g in G), indexing="ij")
+    return torch.from_numpy((z + y + x) * 255.0 / sum(G)).float()
+
+
+def test_augment_intensity_is_reproducible_from_the_seed() -> None:
+    img = _image()
+    a = augment_intensity(img, np.random.default_rng(7))
+    b = augment_intensity(img, np.random.default_rng(7))
+    c = augment_intensity(img, np.random.default_rng(8))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_augment_intensity_keeps_shape_and_dtype_and_changes_the_image() -> None:
+    img = _image()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        out = augment_intensity(img, rng)
+        assert type(out) is torch.Tensor and out.dtype == torch.float32 and tuple(out.shape) == G
+        assert not torch.allclose(out, img, atol=1.0)
+        assert out.abs().max().item() < 2 * 255  # an intensity augmentation, not a new scale
+    assert torch.equal(img, _image())  # the sample's own image is left as it was
