@@ -180,6 +180,34 @@ def test_small_bias_draws_small_objects_more_often() -> None:
     assert 0.4 < uniform < 0.6 and biased > 0.9
 
 
+def _organ_tumour_object() -> Volume:
+    gts = np.zeros((20, 30, 40), np.uint8)
+    gts[2:14, 2:20, 2:20] = 1  # an organ
+    gts[5:8, 6:10, 6:9] = 2  # a tumour inside it
+    gts[4:10, 4:12, 26:36] = 3  # a separate object
+    return Volume("v", np.zeros_like(gts), gts, (1.0, 1.0, 1.0))
+
+
+def test_nested_bias_draws_the_tumour_in_its_organ() -> None:
+    vol = _organ_tumour_object()
+    rng = np.random.default_rng(0)
+    assert {pick_label(vol, rng, 0.5, p_nested=1.0) for _ in range(100)} == {2}
+    shared = np.mean([pick_label(vol, rng, 0.0, p_nested=0.5) == 2 for _ in range(600)])
+    assert 0.55 < shared < 0.78  # 1/2 + 1/2 * 1/3
+    s = make_sample(vol, rng, CFG, p_nested=1.0)
+    assert s is not None and s.others.any()  # the organ comes along as context
+
+
+def test_nested_bias_falls_back_without_nested_labels() -> None:
+    gts = np.zeros((20, 40, 40), np.uint8)
+    gts[2:10, 2:10, 2:10] = 1
+    gts[12:18, 20:30, 20:30] = 2
+    vol = Volume("v", np.zeros_like(gts), gts, (1.0, 1.0, 1.0))
+    assert vol.nested_labels() == ()
+    got = [pick_label(vol, np.random.default_rng(seed), 0.0, p_nested=1.0) for seed in range(200)]
+    assert 0.4 < np.mean(np.array(got) == 2) < 0.6
+
+
 def test_regrid_identity_and_shift() -> None:
     roi = Roi((0, 0, 0), (32, 32, 32), (40, 40, 40))
     vals = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)

@@ -85,9 +85,14 @@ def _grid_box(box: Box, roi: Roi, grid: tuple[int, int, int]) -> Box:
     return Box(lo[0], hi[0], mid, lo[1], hi[1], lo[2], hi[2])
 
 
-def pick_label(vol: Volume, rng: np.random.Generator, p_small: float) -> int:
-    """A label of `vol`: uniform, or (with probability p_small) weighted by 1/sqrt(volume) so
-    small and thin objects come up far more often than their share of the data."""
+def pick_label(vol: Volume, rng: np.random.Generator, p_small: float, p_nested: float = 0.0) -> int:
+    """A label of `vol`: with probability p_nested one of its nested labels (inside or nearly
+    equal to another, `Volume.nested_labels`) if it has any, so a tumour in its organ is learnt
+    with the organ as context; else uniform, or (with probability p_small) weighted by
+    1/sqrt(volume) so small and thin objects come up far more often than their share of the data."""
+    nested = vol.nested_labels() if p_nested > 0 else ()
+    if nested and rng.random() < p_nested:
+        return int(nested[int(rng.integers(len(nested)))])
     n = vol.n_classes
     if rng.random() >= p_small:
         return int(rng.integers(1, n + 1))
@@ -121,17 +126,19 @@ def make_sample(
     p_box: float = 0.8,
     p_box2d: float = 0.0,
     p_small: float = 0.0,
+    p_nested: float = 0.0,
     keep_native: bool = False,
 ) -> Sample | None:
     """A random object of `vol` prepared as inference would see it at its first step.
 
     Starts with the challenge box (p_box), a viewer's one-slice box (p_box2d), else a first
-    click only. keep_native keeps the volume view, so a local sample can be cut from it later.
+    click only. p_small and p_nested bias the object drawn (`pick_label`). keep_native keeps the
+    volume view, so a local sample can be cut from it later.
     """
     if vol.n_classes == 0:
         return None
     imgs, gts, spacing = _view(vol, rng)
-    label = pick_label(vol, rng, p_small)
+    label = pick_label(vol, rng, p_small, p_nested)
     mask = gts == label
     if not mask.any():
         return None
