@@ -10,7 +10,15 @@ from model.config import ModelConfig
 from model.roi import Roi
 from model.synthetic import synth_case
 from model.training.data import Volume
-from model.training.sampler import local_sample, make_sample, next_click, pick_label, regrid, viewer_box
+from model.training.sampler import (
+    augment_intensity,
+    local_sample,
+    make_sample,
+    next_click,
+    pick_label,
+    regrid,
+    viewer_box,
+)
 
 CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
 G = CFG.grid
@@ -172,6 +180,34 @@ def test_small_bias_draws_small_objects_more_often() -> None:
     assert 0.4 < uniform < 0.6 and biased > 0.9
 
 
+def _organ_tumour_object() -> Volume:
+    gts = np.zeros((20, 30, 40), np.uint8)
+    gts[2:14, 2:20, 2:20] = 1  # an organ
+    gts[5:8, 6:10, 6:9] = 2  # a tumour inside it
+    gts[4:10, 4:12, 26:36] = 3  # a separate object
+    return Volume("v", np.zeros_like(gts), gts, (1.0, 1.0, 1.0))
+
+
+def test_nested_bias_draws_the_tumour_in_its_organ() -> None:
+    vol = _organ_tumour_object()
+    rng = np.random.default_rng(0)
+    assert {pick_label(vol, rng, 0.5, p_nested=1.0) for _ in range(100)} == {2}
+    shared = np.mean([pick_label(vol, rng, 0.0, p_nested=0.5) == 2 for _ in range(600)])
+    assert 0.55 < shared < 0.78  # 1/2 + 1/2 * 1/3
+    s = make_sample(vol, rng, CFG, p_nested=1.0)
+    assert s is not None and s.others.any()  # the organ comes along as context
+
+
+def test_nested_bias_falls_back_without_nested_labels() -> None:
+    gts = np.zeros((20, 40, 40), np.uint8)
+    gts[2:10, 2:10, 2:10] = 1
+    gts[12:18, 20:30, 20:30] = 2
+    vol = Volume("v", np.zeros_like(gts), gts, (1.0, 1.0, 1.0))
+    assert vol.nested_labels() == ()
+    got = [pick_label(vol, np.random.default_rng(seed), 0.0, p_nested=1.0) for seed in range(200)]
+    assert 0.4 < np.mean(np.array(got) == 2) < 0.6
+
+
 def test_regrid_identity_and_shift() -> None:
     roi = Roi((0, 0, 0), (32, 32, 32), (40, 40, 40))
     vals = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
@@ -205,3 +241,31 @@ def test_local_sample_is_a_finer_view_around_the_click(volumes) -> None:
         assert prev_local.any() and local.target.any()
         done += 1
     assert done >= 3
+
+
+# ------------------------------------------------------------------------------ augment_intensity
+
+
+def _image() -> torch.Tensor:
+    z, y, x = np.meshgrid(*(np.arange(g) for g in G), indexing="ij")
+    return torch.from_numpy((z + y + x) * 255.0 / sum(G)).float()
+
+
+def test_augment_intensity_is_reproducible_from_the_seed() -> None:
+    img = _image()
+    a = augment_intensity(img, np.random.default_rng(7))
+    b = augment_intensity(img, np.random.default_rng(7))
+    c = augment_intensity(img, np.random.default_rng(8))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_augment_intensity_keeps_shape_and_dtype_and_changes_the_image() -> None:
+    img = _image()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        out = augment_intensity(img, rng)
+        assert type(out) is torch.Tensor and out.dtype == torch.float32 and tuple(out.shape) == G
+        assert not torch.allclose(out, img, atol=1.0)
+        assert out.abs().max().item() < 2 * 255  # an intensity augmentation, not a new scale
+    assert torch.equal(img, _image())  # the sample's own image is left as it was

@@ -13,6 +13,7 @@ from model.training.data import (
     empty_roots,
     find_cases,
     load_volume,
+    nested_labels,
     roots_warning,
     split_cases,
     warn_empty_roots,
@@ -155,3 +156,34 @@ def test_warn_empty_roots_prints_one_line_per_key(tree, tmp_path, capsys) -> Non
     assert out.out == ""
     lines = out.err.splitlines()
     assert len(lines) == 2 and "'roots'" in lines[0] and "'val_roots'" in lines[1]
+
+
+def _organ_tumour_object() -> np.ndarray:
+    gts = np.zeros((20, 30, 40), np.uint8)
+    gts[2:14, 2:20, 2:20] = 1  # an organ
+    gts[5:8, 6:10, 6:9] = 2  # a tumour inside it
+    gts[4:10, 4:12, 26:36] = 3  # a separate object
+    return gts
+
+
+def test_nested_labels_finds_the_tumour_in_its_organ() -> None:
+    assert nested_labels(_organ_tumour_object()) == (2,)
+    vol = Volume("v", np.zeros((20, 30, 40), np.uint8), _organ_tumour_object(), (1.0, 1.0, 1.0))
+    assert vol.nested_labels() == (2,) and vol.nested_labels() is vol.nested_labels()  # found once
+
+
+def test_nested_labels_slack_and_nearly_equal_boxes() -> None:
+    gts = _organ_tumour_object()
+    gts[5:8, 6:10, 9:21] = 2  # the tumour reaches one voxel past the organ's box: still nested
+    assert nested_labels(gts) == (2,)
+    gts[5:8, 6:10, 21] = 2  # two voxels past it: no longer inside
+    assert nested_labels(gts) == ()
+    subregions = np.zeros((20, 20, 20), np.uint8)
+    subregions[2:18, 2:18, 2:10] = 1  # two halves of one tumour: boxes neither inside the other
+    subregions[2:18, 2:18, 10:18] = 2
+    assert nested_labels(subregions) == ()
+    subregions[:] = 0  # interleaved sub-regions whose boxes (x 2:16 and 4:18) have IoU 0.75: both
+    subregions[2:18, 2:18, 2:4] = subregions[2:18, 2:18, 15] = 1
+    subregions[2:18, 2:18, 4:15] = subregions[2:18, 2:18, 16:18] = 2
+    assert nested_labels(subregions) == (1, 2)
+    assert nested_labels(np.zeros((4, 4, 4), np.uint8)) == ()

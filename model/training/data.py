@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import find_objects
 
 from model.boxes import relabel_sequential
 
@@ -27,6 +28,7 @@ class Volume:
     gts: np.ndarray
     spacing: tuple[float, float, float]
     _counts: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _nested: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_classes(self) -> int:
@@ -38,6 +40,38 @@ class Volume:
         if self._counts is None:
             self._counts = np.bincount(self.gts.ravel(), minlength=self.n_classes + 1)
         return self._counts
+
+    def nested_labels(self) -> tuple[int, ...]:
+        """The labels nested in another (`nested_labels`), found once: the sampler reads them for
+        every sample."""
+        if self._nested is None:
+            self._nested = nested_labels(self.gts)
+        return self._nested
+
+
+NEST_SLACK = 1  # voxels a nested box may stick out of its container's
+NEST_IOU = 0.7  # boxes this alike count as nested in each other
+
+
+def nested_labels(gts: np.ndarray) -> tuple[int, ...]:
+    """Labels whose bounding box lies inside another label's (NEST_SLACK voxels of slack) or nearly
+    equals it (IoU >= NEST_IOU), sorted: a tumour in its organ, brain tumour sub-regions. There a
+    box also holds the other object, so the network must tell them apart by its context; the
+    sampler draws such objects more often than their share."""
+    found = [(label, sl) for label, sl in enumerate(find_objects(gts), start=1) if sl is not None]
+    if len(found) < 2:
+        return ()
+    labels = np.array([label for label, _ in found])
+    lo = np.array([[s.start for s in sl] for _, sl in found])  # (n, 3)
+    hi = np.array([[s.stop for s in sl] for _, sl in found])  # (n, 3), exclusive
+    inside = np.all((lo[:, None] >= lo[None] - NEST_SLACK) & (hi[:, None] <= hi[None] + NEST_SLACK), axis=2)
+    overlap = np.clip(np.minimum(hi[:, None], hi[None]) - np.maximum(lo[:, None], lo[None]), 0, None)
+    inter = overlap.prod(axis=2)
+    size = (hi - lo).prod(axis=1)
+    iou = inter / (size[:, None] + size[None] - inter)
+    nested = inside | (iou >= NEST_IOU)  # [i, j]: label i nested in label j
+    np.fill_diagonal(nested, False)
+    return tuple(int(v) for v in labels[nested.any(axis=1)])
 
 
 def find_cases(roots: list[Path]) -> list[Path]:

@@ -19,6 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.transforms import (
+    Compose,
+    RandAdjustContrast,
+    RandGaussianNoise,
+    RandLambda,
+    RandScaleIntensity,
+    RandShiftIntensity,
+    ToTensor,
+)
 
 from model.boxes import Box, box_from_mask
 from model.click_sim import simulate_click
@@ -76,9 +85,14 @@ def _grid_box(box: Box, roi: Roi, grid: tuple[int, int, int]) -> Box:
     return Box(lo[0], hi[0], mid, lo[1], hi[1], lo[2], hi[2])
 
 
-def pick_label(vol: Volume, rng: np.random.Generator, p_small: float) -> int:
-    """A label of `vol`: uniform, or (with probability p_small) weighted by 1/sqrt(volume) so
-    small and thin objects come up far more often than their share of the data."""
+def pick_label(vol: Volume, rng: np.random.Generator, p_small: float, p_nested: float = 0.0) -> int:
+    """A label of `vol`: with probability p_nested one of its nested labels (inside or nearly
+    equal to another, `Volume.nested_labels`) if it has any, so a tumour in its organ is learnt
+    with the organ as context; else uniform, or (with probability p_small) weighted by
+    1/sqrt(volume) so small and thin objects come up far more often than their share of the data."""
+    nested = vol.nested_labels() if p_nested > 0 else ()
+    if nested and rng.random() < p_nested:
+        return int(nested[int(rng.integers(len(nested)))])
     n = vol.n_classes
     if rng.random() >= p_small:
         return int(rng.integers(1, n + 1))
@@ -112,17 +126,19 @@ def make_sample(
     p_box: float = 0.8,
     p_box2d: float = 0.0,
     p_small: float = 0.0,
+    p_nested: float = 0.0,
     keep_native: bool = False,
 ) -> Sample | None:
     """A random object of `vol` prepared as inference would see it at its first step.
 
     Starts with the challenge box (p_box), a viewer's one-slice box (p_box2d), else a first
-    click only. keep_native keeps the volume view, so a local sample can be cut from it later.
+    click only. p_small and p_nested bias the object drawn (`pick_label`). keep_native keeps the
+    volume view, so a local sample can be cut from it later.
     """
     if vol.n_classes == 0:
         return None
     imgs, gts, spacing = _view(vol, rng)
-    label = pick_label(vol, rng, p_small)
+    label = pick_label(vol, rng, p_small, p_nested)
     mask = gts == label
     if not mask.any():
         return None
@@ -238,15 +254,41 @@ def _shift(roi: Roi, delta: np.ndarray) -> Roi:
     return Roi(tuple(int(v) for v in lo), tuple(int(v) for v in lo + np.array(roi.size)), roi.shape)  # type: ignore[arg-type]
 
 
+def _invert(image: torch.Tensor) -> torch.Tensor:
+    """The 0-255 image inverted (as a T1 looks next to a T2): MONAI has no transform for it."""
+    return 255.0 - image
+
+
+def intensity_transform() -> Compose:
+    """Gamma, contrast, shift, an occasional inversion and Gaussian noise on the 0-255 grid image.
+
+    The distributions are those of the augmentation the shipped weights were trained with, so a
+    run resumes from them without a shock: a gamma of median about 1 (it was exp(N(0, 0.3)); here
+    uniform on 0.55-1.55, with the same log mean and spread, on the crop's own intensity range),
+    a scale of 0.75-1.25, a shift of +-10 % of the range, an inversion in 10 % and a noise whose
+    standard deviation is drawn up to 5 % of the range. The network z-scores the ROI, so the
+    scale and the shift mostly vary how much clipping and noise the image carries.
+    """
+    return Compose(
+        [
+            RandAdjustContrast(prob=1.0, gamma=(0.55, 1.55)),
+            RandScaleIntensity(factors=0.25, prob=1.0),
+            RandShiftIntensity(offsets=0.1 * 255, prob=1.0),
+            RandLambda(_invert, prob=0.1),
+            RandGaussianNoise(prob=1.0, std=0.05 * 255),
+            ToTensor(dtype=torch.float32, track_meta=False),
+        ]
+    )
+
+
+_INTENSITY = intensity_transform()  # built once: each worker process gets its own copy at the fork
+
+
 def augment_intensity(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Gamma, contrast, noise and an occasional inversion, on the 0-255 grid image."""
-    x = image / 255.0
-    x = x.clamp(0, 1) ** float(np.exp(rng.normal(0, 0.3)))
-    x = x * rng.uniform(0.75, 1.25) + rng.uniform(-0.1, 0.1)
-    if rng.random() < 0.1:
-        x = 1.0 - x
-    x = x + torch.from_numpy(rng.normal(0, rng.uniform(0, 0.05), x.shape).astype(np.float32))
-    return x * 255.0
+    """The MONAI intensity augmentation of a (z,y,x) 0-255 grid image, seeded from the sample's
+    generator so that a sample stays reproducible from its seed."""
+    _INTENSITY.set_random_state(seed=int(rng.integers(2**31)))
+    return _INTENSITY(image[None])[0]
 
 
 def next_click(

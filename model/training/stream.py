@@ -33,6 +33,7 @@ class StreamConfig:
     p_box: float
     p_box2d: float
     p_small: float
+    p_nested: float
     p_first: float
     p_local: float
     max_clicks: int
@@ -45,8 +46,9 @@ class Pool:
     def __init__(self, real: list[Volume], synthetic: list[Volume], p_synthetic: float) -> None:
         self.real, self.synthetic = real, synthetic
         self.p_synthetic = p_synthetic if real else 1.0
-        for v in real + synthetic:  # counted before workers fork, so each does not recount
+        for v in real + synthetic:  # counted before workers fork, so no worker redoes it
             v.label_counts()
+            v.nested_labels()
 
     def draw(self, rng: np.random.Generator) -> Volume:
         source = self.synthetic if (rng.random() < self.p_synthetic or not self.real) else self.real
@@ -88,7 +90,9 @@ class Item:
 def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: StreamConfig) -> Item:
     """One training item drawn from the pool (see the module docstring for the mix)."""
     while True:
-        s = make_sample(pool.draw(rng), rng, config, mix.p_box, mix.p_box2d, mix.p_small, keep_native=True)
+        s = make_sample(
+            pool.draw(rng), rng, config, mix.p_box, mix.p_box2d, mix.p_small, mix.p_nested, keep_native=True
+        )
         if s is not None:
             break
     prev: np.ndarray | None = None

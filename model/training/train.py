@@ -61,6 +61,7 @@ class TrainConfig:
     p_box: float = 0.65
     p_box2d: float = 0.1
     p_small: float = 0.5
+    p_nested: float = 0.15  # objects inside or nearly equal to another (sampler.pick_label)
     p_first: float = 0.25
     p_local: float = 0.3
     max_clicks: int = 3
