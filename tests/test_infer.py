@@ -26,6 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHAPE = (5, 8, 9)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_start(monkeypatch):
+    """Each test's CLI run starts its clock now, as a container start does: infer's process start
+    is its import, which in a test session may lie minutes back, and a budget counted from there
+    would degrade the step (a flaky result that depends on how long the suite has run)."""
+    monkeypatch.setattr(infer, "_PROCESS_START", time.monotonic())
+
+
 class FakePredictor:
     """Labels each class's box prism (or a cube at its first fg click); can be told to fail."""
 
