@@ -7,7 +7,9 @@ zoomed out and predicted again, a bounded number of times; with `local_fraction`
 click of each class gets a finer second look (`_local_pass`). A class marked done (None last in
 its clicks_order: the evaluator found it perfect) keeps its prev_pred mask, locked in fusion:
 nothing to fix, no risk. A class whose ROI or forward pass fails, or that the time budget cuts,
-falls back to its prev_pred mask; the result says which (:class:`Prediction`).
+falls back to its prev_pred mask; the result says which (:class:`Prediction`). After fusion,
+with `grow_radius_mm` > 0, every click gets the classical correction of model/click_grow.py at
+native resolution (unlocked classes only).
 """
 
 from __future__ import annotations
