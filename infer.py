@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 
 from model.budget import Budget, Level  # noqa: E402
 from model.case_io import Case, CaseError, read_case, read_prev_pred, write_segs  # noqa: E402
+from model.prompts import ordered_clicks  # noqa: E402
 from model.session import Session  # noqa: E402
 
 if TYPE_CHECKING:
@@ -196,16 +197,13 @@ def replay(case: Case, session: Session) -> None:
             session.add_box(k, box)
     for k, entry in enumerate(case.clicks or (), start=1):
         order = case.clicks_order[k - 1] if case.clicks_order else []
-        left = {"fg": list(entry["fg"]), "bg": list(entry["bg"])}
-        for kind in order:
+        kind = None
+        for kind, point in ordered_clicks(entry, order):
             if kind is None:
                 session.mark_done(k)
-            elif left[kind]:
-                session.add_click(k, left[kind].pop(0), foreground=kind == "fg")
-        for kind in ("fg", "bg"):
-            for point in left[kind]:
+            else:
                 session.add_click(k, point, foreground=kind == "fg")
-        if order and order[-1] is None and (left["fg"] or left["bg"]):
+        if order and order[-1] is None and kind is not None:  # clicks followed its last None
             session.mark_done(k)
 
 

@@ -17,32 +17,13 @@ the box's slices.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.ndimage import label as cc_label
 
 from model.boxes import Box
-from model.prompts import Point
-
-
-def ordered_clicks(entry: dict | None, order: Sequence[str | None] | None) -> Iterator[tuple[str, Point]]:
-    """A class's clicks as (kind, point) in the order they were given.
-
-    `order` is the class's clicks_order (None entries mark a perfect class, not a click). Where
-    it is missing or does not match the click lists, foreground clicks come first, then
-    background ones: every click is still used once.
-    """
-    entry = entry or {}
-    lists = {k: [tuple(int(v) for v in p) for p in (entry.get(k) or [])] for k in ("fg", "bg")}
-    used = {"fg": 0, "bg": 0}
-    for kind in order or []:
-        if kind in used and used[kind] < len(lists[kind]):
-            yield kind, lists[kind][used[kind]]  # type: ignore[misc]
-            used[kind] += 1
-    for kind in ("fg", "bg"):
-        for p in lists[kind][used[kind] :]:
-            yield kind, p  # type: ignore[misc]
+from model.prompts import Point, ordered_clicks
 
 
 def grow_region(
@@ -93,7 +74,7 @@ def grow_at_clicks(
         box = boxes[k] if boxes is not None and k < len(boxes) else None
         z_range = (box.z_min, box.z_max) if box is not None and box.exact_z else None
         for kind, point in ordered_clicks(entry, order):
-            grown = grow_region(imgs, point, spacing, radius_mm, tolerance)
+            grown = None if point is None else grow_region(imgs, point, spacing, radius_mm, tolerance)
             if grown is None:
                 continue
             sl, region = grown

@@ -7,7 +7,7 @@ and its label in prev_pred.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from model.boxes import Box
@@ -58,3 +58,25 @@ def class_prompts(
             )
         )
     return out
+
+
+def ordered_clicks(
+    entry: dict | None, order: Sequence[str | None] | None
+) -> Iterator[tuple[str | None, Point | None]]:
+    """A class's clicks as (kind, point) in the order they were given, with each None of its
+    clicks_order as (None, None) where it stands (the evaluator marked the class done there).
+
+    Clicks the order does not account for (no clicks_order, or a shorter one) follow, foreground
+    first: every click is used once. The one reading of clicks_order that the case replay
+    (infer.replay) and the click grow (model/click_grow.py) share.
+    """
+    entry = entry or {}
+    left = {k: [tuple(int(v) for v in p) for p in (entry.get(k) or [])] for k in ("fg", "bg")}
+    for kind in order or []:
+        if kind is None:
+            yield None, None
+        elif kind in left and left[kind]:
+            yield kind, left[kind].pop(0)  # type: ignore[misc]
+    for kind in ("fg", "bg"):
+        for p in left[kind]:
+            yield kind, p  # type: ignore[misc]

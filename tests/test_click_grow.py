@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.boxes import Box
-from model.click_grow import grow_at_clicks, grow_region, ordered_clicks
+from model.click_grow import grow_at_clicks, grow_region
 
 SP = (1.0, 1.0, 1.0)
 
@@ -47,18 +47,6 @@ def test_radius_is_in_millimetres() -> None:
 
 def test_outside_point_gives_nothing() -> None:
     assert grow_region(_two_tissues(), (40, 0, 0), SP, 10.0, 20.0) is None
-
-
-def test_order_follows_clicks_order_and_tolerates_a_mismatch() -> None:
-    entry = {"fg": [[1, 1, 1], [2, 2, 2]], "bg": [[3, 3, 3]]}
-    assert list(ordered_clicks(entry, ["fg", "bg", "fg", None])) == [
-        ("fg", (1, 1, 1)),
-        ("bg", (3, 3, 3)),
-        ("fg", (2, 2, 2)),
-    ]
-    # no order (or a short one): every click still used once, fg first
-    assert [k for k, _ in ordered_clicks(entry, None)] == ["fg", "fg", "bg"]
-    assert [k for k, _ in ordered_clicks(entry, ["bg", "bg"])] == ["bg", "fg", "fg"]
 
 
 def test_fg_click_adds_the_missed_part_and_bg_click_removes_a_leak() -> None:

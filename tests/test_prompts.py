@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from model.boxes import Box
-from model.prompts import ClassPrompts, class_prompts
+from model.prompts import ClassPrompts, class_prompts, ordered_clicks
 
 BOX = Box(z_min=1, z_max=3, z_mid=2, y_min=0, y_max=4, x_min=0, x_max=4)
 
@@ -74,3 +74,17 @@ def test_input_lists_not_mutated_and_independent() -> None:
     a, b = ClassPrompts(label=1), ClassPrompts(label=2)
     a.fg.append((0, 0, 0))
     assert b.fg == []
+
+
+def test_ordered_clicks_follow_clicks_order_and_tolerate_a_mismatch() -> None:
+    entry = {"fg": [[1, 1, 1], [2, 2, 2]], "bg": [[3, 3, 3]]}
+    assert list(ordered_clicks(entry, ["fg", "bg", "fg", None])) == [
+        ("fg", (1, 1, 1)),
+        ("bg", (3, 3, 3)),
+        ("fg", (2, 2, 2)),
+        (None, None),  # the done marker, where it stands
+    ]
+    # no order (or a short one): every click still used once, fg first
+    assert [k for k, _ in ordered_clicks(entry, None)] == ["fg", "fg", "bg"]
+    assert [k for k, _ in ordered_clicks(entry, ["bg", "bg"])] == ["bg", "fg", "fg"]
+    assert list(ordered_clicks(None, [None])) == [(None, None)]
