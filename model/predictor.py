@@ -36,6 +36,9 @@ from model.roi import Roi, choose_roi, grid_to_roi, local_roi, object_extent, zo
 
 log = logging.getLogger(__name__)
 
+# flip axes of a (batch, channel, z, y, x) input, in the order mirror views are added
+MIRRORS: tuple[tuple[int, ...], ...] = ((), (4,), (3,), (2,), (3, 4), (2, 4), (2, 3), (2, 3, 4))
+
 WEIGHTS_FILE = "model.pt"
 CARD_FILE = "model.json"
 
@@ -230,6 +233,20 @@ class Predictor:
         return Predictor(self.net, replace(self.config, **changes), self.device, self.card)
 
     # ------------------------------------------------------------------ network passes
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Sigmoid of the network on a (batch, channel, z, y, x) input, averaged over the
+        config's `tta_mirrors` flipped views (each flipped back): (batch, z, y, x), float32."""
+        x = x.to(self.device, self.dtype)
+        views = MIRRORS[: max(1, min(self.config.tta_mirrors, len(MIRRORS)))]
+        total = None
+        with torch.inference_mode():
+            for axes in views:
+                out = self.net(x.flip(axes) if axes else x)[:, 0:1].float()
+                p = torch.sigmoid(out.flip(axes) if axes else out)[:, 0]
+                total = p if total is None else total + p
+        assert total is not None
+        return total / len(views)
+
     def _forward(self, jobs: list[_Job], case: Case, grid: tuple[int, int, int]) -> None:
         """Predict `jobs` in batches; sets job.prob (grid probabilities, on the device)."""
         cfg = replace(self.config, grid=grid)
@@ -243,9 +260,7 @@ class Predictor:
                 if case.prev_pred is not None:
                     prev = torch.from_numpy(np.ascontiguousarray(_presample(case.prev_pred[sl], grid)))
                 xs.append(encode(img, prev, job.prompts, job.roi, case.spacing, cfg))
-            x = torch.stack(xs).to(self.device, self.dtype)
-            with torch.inference_mode():
-                probs = torch.sigmoid(self.net(x)[:, 0].float())
+            probs = self._probs(torch.stack(xs))
             for job, p in zip(batch, probs, strict=True):
                 job.prob = p
 
@@ -392,9 +407,7 @@ class Predictor:
             for a in range(0, len(jobs), cfg.max_batch):
                 batch = jobs[a : a + cfg.max_batch]
                 xs = [self._local_input(job, case) for job in batch]
-                x = torch.stack(xs).to(self.device, self.dtype)
-                with torch.inference_mode():
-                    probs = torch.sigmoid(self.net(x)[:, 0].float())
+                probs = self._probs(torch.stack(xs))
                 for job, p in zip(batch, probs, strict=True):
                     job.local_prob = p
         except Exception as exc:  # noqa: BLE001 - the first pass stands on its own

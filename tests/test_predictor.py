@@ -494,3 +494,30 @@ def test_click_grow_runs_after_fusion_when_the_card_turns_it_on() -> None:
     assert (on.segs[patch] == 0).all()
     np.testing.assert_array_equal(on.segs[~patch], off.segs[~patch])
     assert on.timings["grow"] >= 0.0
+
+
+# ------------------------------------------------------------------------------ mirror views
+
+
+def test_one_mirror_view_is_the_plain_network(predictor) -> None:
+    x = torch.randn(2, CFG.in_channels, 16, 16, 16)
+    with torch.inference_mode():
+        plain = torch.sigmoid(predictor.net(x)[:, 0])
+    torch.testing.assert_close(predictor.with_config(tta_mirrors=1)._probs(x), plain)
+
+
+def test_two_mirror_views_average_the_x_flip(predictor) -> None:
+    x = torch.randn(1, CFG.in_channels, 16, 16, 16)
+    with torch.inference_mode():
+        plain = torch.sigmoid(predictor.net(x)[:, 0])
+        flipped = torch.sigmoid(predictor.net(x.flip(4))[:, 0]).flip(3)
+    assert not torch.allclose(plain, flipped, atol=1e-3)  # the random net is not symmetric
+    torch.testing.assert_close(predictor.with_config(tta_mirrors=2)._probs(x), (plain + flipped) / 2)
+
+
+@pytest.mark.parametrize("axis", [2, 3, 4])
+def test_all_eight_mirror_views_make_the_answer_flip_equivariant(predictor, axis) -> None:
+    """The eight flips are a group: flipping the input flips the averaged answer exactly."""
+    tta = predictor.with_config(tta_mirrors=8)
+    x = torch.randn(1, CFG.in_channels, 16, 16, 16)
+    torch.testing.assert_close(tta._probs(x.flip(axis)), tta._probs(x).flip(axis - 1), atol=1e-5, rtol=1e-4)

@@ -497,6 +497,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
     parser.add_argument("--samples", type=int, help="override the run's length in samples")
     parser.add_argument("--out-dir", help="override the run folder")
+    parser.add_argument(
+        "--threads", type=int, help="override torch threads (1 while a validation shares 2 cores)"
+    )
     args = parser.parse_args(argv)
     cfg = TrainConfig.load(args.config)
     if args.max_minutes is not None:
@@ -505,6 +508,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.samples = args.samples
     if args.out_dir:
         cfg.out_dir = args.out_dir
+    if args.threads is not None:
+        cfg.threads = args.threads
     train(cfg, resume=not args.no_resume)
 
 
