@@ -163,3 +163,39 @@ def test_run_without_real_data_warns_and_trains_on_synthetic(tmp_path, tiny_trai
     assert f"warning: no cases in config key 'roots' (synthetic data only): {missing} (missing)" in err
     assert "config key 'val_roots'" in err
     assert (run / "last.pt").exists()
+
+
+def test_command_line_overrides_the_config_file(tmp_path, monkeypatch) -> None:
+    """--threads, --samples, --max-minutes and --out-dir replace the file's values (a run is
+    restarted with one thread while a validation shares the cores); --no-resume is passed on."""
+    from model.training import train as train_mod
+
+    cfg_file = tmp_path / "run.json"
+    cfg_file.write_text(json.dumps({"out_dir": "runs/a", "samples": 100, "threads": 2}))
+    seen: list[tuple[TrainConfig, bool]] = []
+    monkeypatch.setattr(train_mod, "train", lambda cfg, resume=True: seen.append((cfg, resume)))
+    train_mod.main(["--config", str(cfg_file)])
+    train_mod.main(
+        [
+            "--config",
+            str(cfg_file),
+            "--threads",
+            "1",
+            "--samples",
+            "50",
+            "--max-minutes",
+            "3",
+            "--out-dir",
+            "runs/b",
+            "--no-resume",
+        ]
+    )
+    (plain, resume_a), (over, resume_b) = seen
+    assert (plain.threads, plain.samples, plain.out_dir, resume_a) == (2, 100, "runs/a", True)
+    assert (over.threads, over.samples, over.max_minutes, over.out_dir, resume_b) == (
+        1,
+        50,
+        3,
+        "runs/b",
+        False,
+    )
