@@ -9,7 +9,8 @@ its clicks_order: the evaluator found it perfect) keeps its prev_pred mask, lock
 nothing to fix, no risk. A class whose ROI or forward pass fails, or that the time budget cuts,
 falls back to its prev_pred mask; the result says which (:class:`Prediction`). After fusion,
 with `grow_radius_mm` > 0, every click gets the classical correction of model/click_grow.py at
-native resolution (unlocked classes only).
+native resolution (unlocked classes only). With `tta_mirrors` > 1 every forward pass averages
+that many flipped views of its input.
 """
 
 from __future__ import annotations
