@@ -32,10 +32,16 @@ class ModelConfig:
     max_zoom_out: int = 2
     zoom_factor: float = 1.6
     local_fraction: float = 0.0  # side of the click's local view / the object's ROI; 0 = no local pass
+    # on a refinement step, a class with a new click changes only inside that click's local view
+    # and keeps its previous mask elsewhere (needs local_fraction > 0)
+    refine_locally: bool = False
     # after fusion, at each click: grow (fg) or cut (bg) the similar-intensity region connected to
     # it within this radius (model/click_grow.py); 0 = off. Tolerance in imgs' intensity units.
     grow_radius_mm: float = 0.0
     grow_tolerance: float = 20.0
+    # cap each class's grow radius at this multiple of its mask's equivalent-sphere radius (before
+    # the correction): a click's reach follows the object's size; 0 = no cap
+    grow_object_scale: float = 0.0
     threshold: float = 0.5
     # mirror views averaged per forward pass (1 = none, up to 8: every flip of z, y, x; the network
     # trained on random flips). 4 views measured about neutral for 3x the time (README): off

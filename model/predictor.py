@@ -4,7 +4,9 @@ Every class is recomputed from its whole prompt history (box, all clicks, its pr
 All classes of a case go through the network together, in batches of up to `max_batch` ROIs.
 A class whose prediction touches its ROI border (where the ROI is not the volume's edge) is
 zoomed out and predicted again, a bounded number of times; with `local_fraction` > 0 the newest
-click of each class gets a finer second look (`_local_pass`). A class marked done (None last in
+click of each class gets a finer second look (`_local_pass`); with `refine_locally` as well, a
+class that already has a mask changes only inside that look and keeps its prev_pred elsewhere (a
+click fixes the error it points at and leaves the rest alone). A class marked done (None last in
 its clicks_order: the evaluator found it perfect) keeps its prev_pred mask, locked in fusion:
 nothing to fix, no risk. A class whose ROI or forward pass fails, or that the time budget cuts,
 falls back to its prev_pred mask; the result says which (:class:`Prediction`). After fusion,
@@ -327,7 +329,7 @@ class Predictor:
 
         done = self._run_jobs(jobs, kept, budget)
         t_net = time.monotonic()
-        probs = kept.probs + [self._to_native(j) for j in done]
+        probs = kept.probs + [self._to_native(j, case.prev_pred) for j in done]
         segs = fuse(case.shape, probs, threshold=self.config.threshold)
         t_fused = time.monotonic()
         cfg = self.config
@@ -342,6 +344,7 @@ class Predictor:
             locked,
             radius_mm=cfg.grow_radius_mm,
             tolerance=cfg.grow_tolerance,
+            object_scale=cfg.grow_object_scale,
         )
         t_end = time.monotonic()
         return Prediction(
@@ -430,9 +433,12 @@ class Predictor:
                 job.prob = None
                 kept.fail(job.prompts, "failed", exc)
 
-    def _to_native(self, job: _Job) -> ClassProb:
+    def _to_native(self, job: _Job, prev_pred: np.ndarray | None) -> ClassProb:
         prob = job.native_prob()
         if job.local_prob is not None and job.local_roi is not None:
+            prev = None if prev_pred is None else prev_pred[job.roi.slices] == job.prompts.label
+            if self.config.refine_locally and prev is not None and prev.any():
+                prob = torch.from_numpy(prev).to(prob.device, prob.dtype)
             prob[_within(job.local_roi, job.roi)] = grid_to_roi(job.local_prob.float(), job.local_roi)
         if job.prompts.box is not None:
             apply_box_facts(prob, job.roi, job.prompts.box)

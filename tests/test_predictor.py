@@ -478,6 +478,30 @@ def test_no_local_pass_at_a_box_step_or_when_off() -> None:
         assert len(net.inputs) == 1 and segs[16, 24, 30] == 1
 
 
+def test_refine_locally_keeps_the_previous_mask_outside_the_clicks_view() -> None:
+    """The network calls the whole box object. With refine_locally, only the click's local
+    view (x 18..41) takes that answer; left of it the class keeps its previous mask (x 12..14)."""
+    case = _click_step_case()
+    prev = np.zeros(case.shape, np.uint8)
+    prev[8:24, 12:36, 12:15] = 1
+    case = replace(case, prev_pred=prev)
+    base = replace(CFG, local_fraction=0.4, max_zoom_out=0)
+    whole = Predictor(ConstNet(20.0), base, "cpu").predict_case(case).segs
+    local = Predictor(ConstNet(20.0), replace(base, refine_locally=True), "cpu").predict_case(case).segs
+    assert (whole[8:24, 12:36, 12:36] == 1).all()
+    np.testing.assert_array_equal(local[:, :, :18], prev[:, :, :18])
+    assert (local[8:24, 12:36, 18:36] == 1).all()
+
+
+def test_refine_locally_still_segments_a_class_with_no_previous_mask() -> None:
+    """A clicks-only start has nothing to keep: the first pass stands, as without the option."""
+    case = replace(_click_step_case(), prev_pred=np.zeros((32, 48, 48), np.uint8))
+    base = replace(CFG, local_fraction=0.4, max_zoom_out=0)
+    whole = Predictor(ConstNet(20.0), base, "cpu").predict_case(case).segs
+    local = Predictor(ConstNet(20.0), replace(base, refine_locally=True), "cpu").predict_case(case).segs
+    np.testing.assert_array_equal(local, whole)
+
+
 def test_click_grow_runs_after_fusion_when_the_card_turns_it_on() -> None:
     """A bg click on a bright patch the network calls object: the grow step takes the patch
     (connected, similar intensity, within the radius) out of the class; off, it stays."""
