@@ -4,13 +4,13 @@ Run: ``python -m bench.bench_click_step [--cases DIR] [--weights DIR] [--repeat 
 
 bench_step measures cold box steps; the extras of a click step (the local pass around each
 class's newest click, `local_fraction`; the classical grow at every click, `grow_radius_mm`)
-run only from click 1 on. Per case of ``--cases`` (default ../shared/data/cases/imgs, with
-ground truth in ``../gts``; read in place): the box step is predicted once (a clicks-only case
-starts from an empty mask, built under ``--out`` as bench_step builds it), the evaluator's
-click 1 is placed on its errors, and that click step is predicted under each variant in one
-process with the weights loaded once, the median of ``--repeat`` runs. Prints a markdown table
-of seconds per step and the extras' cost over the plain step. A script, not a test: it never
-fails on slowness.
+run only from click 1 on, and with `refine_locally` the local view is a class's only pass. Per
+case of ``--cases`` (default ../shared/data/cases/imgs, with ground truth in ``../gts``; read in
+place): the box step is predicted once (a clicks-only case starts from an empty mask, built
+under ``--out`` as bench_step builds it), the evaluator's click 1 is placed on its errors, and
+that click step is predicted under each variant in one process with the weights loaded once,
+the median of ``--repeat`` runs. Prints a markdown table of seconds per step and the extras'
+cost over the plain step. A script, not a test: it never fails on slowness.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ from model.predictor import Predictor
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CASES = REPO.parent / "shared" / "data" / "cases" / "imgs"
+OFF = {"refine_locally": False}
 VARIANTS = {  # name: config changes over the weights' own
-    "plain": {"local_fraction": 0.0, "grow_radius_mm": 0.0},
-    "local 0.4": {"local_fraction": 0.4, "grow_radius_mm": 0.0},
-    "local 0.4 + grow 15 mm": {"local_fraction": 0.4, "grow_radius_mm": 15.0},
+    "plain": {**OFF, "local_fraction": 0.0, "grow_radius_mm": 0.0},
+    "local 0.4": {**OFF, "local_fraction": 0.4, "grow_radius_mm": 0.0},
+    "local 0.4 + grow 15 mm": {**OFF, "local_fraction": 0.4, "grow_radius_mm": 15.0},
+    "local edit 0.4 + grow 15 mm": {"refine_locally": True, "local_fraction": 0.4, "grow_radius_mm": 15.0},
 }
 
 

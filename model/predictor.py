@@ -4,9 +4,10 @@ Every class is recomputed from its whole prompt history (box, all clicks, its pr
 All classes of a case go through the network together, in batches of up to `max_batch` ROIs.
 A class whose prediction touches its ROI border (where the ROI is not the volume's edge) is
 zoomed out and predicted again, a bounded number of times; with `local_fraction` > 0 the newest
-click of each class gets a finer second look (`_local_pass`); with `refine_locally` as well, a
-class that already has a mask changes only inside that look and keeps its prev_pred elsewhere (a
-click fixes the error it points at and leaves the rest alone). A class marked done (None last in
+click of each class gets a finer second look (`_local_pass`). With `refine_locally` as well, a
+class that already has a mask skips the object's pass: the local view edits its prev_pred mask
+around the newest click and the mask stands elsewhere (a click fixes the error it points at and
+leaves the rest alone; half the network time of a click step). A class marked done (None last in
 its clicks_order: the evaluator found it perfect) keeps its prev_pred mask, locked in fusion:
 nothing to fix, no risk. A class whose ROI or forward pass fails, or that the time budget cuts,
 falls back to its prev_pred mask; the result says which (:class:`Prediction`). After fusion,
@@ -86,6 +87,13 @@ class _Job:
     newest: tuple[int, int, int] | None = None  # this step's click (volume voxel), if any
     local_roi: Roi | None = None  # the finer view around `newest`
     local_prob: torch.Tensor | None = None  # on the grid of local_roi
+    edit: bool = False  # refine_locally: the local view edits prev_pred; no object's pass
+
+    @property
+    def answered(self) -> bool:
+        """Whether the network gave this job its answer (the local view's, for an edit)."""
+        return (self.local_prob if self.edit else self.prob) is not None
+
     native: torch.Tensor | None = None  # prob pasted back over roi, once its passes are done
 
     def native_prob(self) -> torch.Tensor:
@@ -251,12 +259,16 @@ class Predictor:
         return total / len(views)
 
     def _forward(self, jobs: list[_Job], case: Case, grid: tuple[int, int, int]) -> None:
-        """Predict `jobs` in batches; sets job.prob (grid probabilities, on the device)."""
+        """Predict `jobs` in batches: the object's pass sets job.prob, an edit (the local view
+        alone) job.local_prob; grid probabilities, on the device."""
         cfg = replace(self.config, grid=grid)
         for a in range(0, len(jobs), cfg.max_batch):
             batch = jobs[a : a + cfg.max_batch]
             xs = []
             for job in batch:
+                if job.edit:
+                    xs.append(self._local_input(job, case, grid))
+                    continue
                 sl = job.roi.slices
                 img = torch.from_numpy(np.ascontiguousarray(_presample(case.imgs[sl], grid)))
                 prev = None
@@ -265,22 +277,26 @@ class Predictor:
                 xs.append(encode(img, prev, job.prompts, job.roi, case.spacing, cfg))
             probs = self._probs(torch.stack(xs))
             for job, p in zip(batch, probs, strict=True):
-                job.prob = p
+                if job.edit:
+                    job.local_prob = p
+                else:
+                    job.prob = p
 
-    def _local_input(self, job: _Job, case: Case) -> torch.Tensor:
-        """Encoded local view of one job (sets job.local_roi): the first pass's mask is this
-        class's previous mask, the other classes come from prev_pred."""
+    def _local_input(self, job: _Job, case: Case, grid: tuple[int, int, int]) -> torch.Tensor:
+        """Encoded local view of one job (sets job.local_roi). The class's previous mask there is
+        the object's pass's answer, or for an edit its prev_pred mask; the other classes come
+        from prev_pred."""
         assert job.newest is not None
-        cfg = self.config
+        cfg = replace(self.config, grid=grid)
         roi = local_roi(np.asarray(job.newest, float), job.roi, case.spacing, cfg, cfg.local_fraction)
         roi = _clip(roi, job.roi)
         job.local_roi = roi
-        own = (job.native_prob()[_within(roi, job.roi)] > cfg.threshold).cpu().numpy()
         prev = np.zeros(roi.size, np.uint8)
         if case.prev_pred is not None:
-            crop = case.prev_pred[roi.slices]
-            prev = np.where(crop == job.prompts.label, 0, crop).astype(np.uint8)
-        prev[own] = job.prompts.label
+            prev = case.prev_pred[roi.slices].astype(np.uint8, copy=True)
+        if not job.edit:  # the object's pass decides this class's mask here
+            prev[prev == job.prompts.label] = 0
+            prev[(job.native_prob()[_within(roi, job.roi)] > cfg.threshold).cpu().numpy()] = job.prompts.label
         img = torch.from_numpy(np.ascontiguousarray(case.imgs[roi.slices]))
         return encode(img, torch.from_numpy(prev), job.prompts, roi, case.spacing, cfg)
 
@@ -323,7 +339,10 @@ class Predictor:
                 continue  # no box, no click, no previous mask: nothing to segment
             try:
                 roi = choose_roi(case.shape, case.spacing, extent, self.config)
-                jobs.append(_Job(p, roi, newest=_newest(case, p.label, order)))
+                newest = _newest(case, p.label, order)
+                edit = self.config.refine_locally and self.config.local_fraction > 0
+                edit = edit and newest is not None and pbox is not None  # a mask to edit
+                jobs.append(_Job(p, roi, newest=newest, edit=edit))
             except Exception as exc:  # noqa: BLE001 - one bad class must not sink the case
                 kept.fail(p, "ROI failed", exc)
 
@@ -377,7 +396,7 @@ class Predictor:
             t0 = time.monotonic()
             self._safe_forward(chunk, kept, coarse if on_coarse else grid)
             sec_per_class = (time.monotonic() - t0) / len(chunk)
-            done += [j for j in chunk if j.prob is not None]
+            done += [j for j in chunk if j.answered]
         zoom = [] if on_coarse else self._zoom_candidates(done)
         while zoom:
             if budget is not None:
@@ -386,8 +405,9 @@ class Predictor:
                     break
             self._safe_forward(zoom, kept, grid)
             zoom = self._zoom_candidates([j for j in zoom if j.prob is not None])
-        done = [j for j in done if j.prob is not None]
-        local = [j for j in done if j.newest is not None] if self.config.local_fraction > 0 else []
+        done = [j for j in done if j.answered]
+        second_look = self.config.local_fraction > 0
+        local = [j for j in done if j.newest is not None and not j.edit] if second_look else []
         if local and not on_coarse:
             plan = (
                 None
@@ -410,7 +430,7 @@ class Predictor:
         try:
             for a in range(0, len(jobs), cfg.max_batch):
                 batch = jobs[a : a + cfg.max_batch]
-                xs = [self._local_input(job, case) for job in batch]
+                xs = [self._local_input(job, case, cfg.grid) for job in batch]
                 probs = self._probs(torch.stack(xs))
                 for job, p in zip(batch, probs, strict=True):
                     job.local_prob = p
@@ -430,15 +450,17 @@ class Predictor:
             try:
                 self._forward([job], kept.case, grid)
             except Exception as exc:  # noqa: BLE001 - one bad class must not sink the case
-                job.prob = None
+                job.prob = job.local_prob = None
                 kept.fail(job.prompts, "failed", exc)
 
     def _to_native(self, job: _Job, prev_pred: np.ndarray | None) -> ClassProb:
-        prob = job.native_prob()
+        if job.edit:  # prev_pred's mask of the class, edited inside the local view below
+            assert prev_pred is not None and job.local_prob is not None
+            prob = torch.from_numpy(prev_pred[job.roi.slices] == job.prompts.label)
+            prob = prob.to(job.local_prob.device, torch.float32)
+        else:
+            prob = job.native_prob()
         if job.local_prob is not None and job.local_roi is not None:
-            prev = None if prev_pred is None else prev_pred[job.roi.slices] == job.prompts.label
-            if self.config.refine_locally and prev is not None and prev.any():
-                prob = torch.from_numpy(prev).to(prob.device, prob.dtype)
             prob[_within(job.local_roi, job.roi)] = grid_to_roi(job.local_prob.float(), job.local_roi)
         if job.prompts.box is not None:
             apply_box_facts(prob, job.roi, job.prompts.box)

@@ -478,17 +478,23 @@ def test_no_local_pass_at_a_box_step_or_when_off() -> None:
         assert len(net.inputs) == 1 and segs[16, 24, 30] == 1
 
 
-def test_refine_locally_keeps_the_previous_mask_outside_the_clicks_view() -> None:
-    """The network calls the whole box object. With refine_locally, only the click's local
-    view (x 18..41) takes that answer; left of it the class keeps its previous mask (x 12..14)."""
+def test_refine_locally_edits_the_previous_mask_inside_the_clicks_view_only() -> None:
+    """The network calls everything object. With refine_locally the class skips the object's
+    pass: one forward pass, of the click's local view (x 18..41), whose previous mask is the
+    class's prev_pred (x 12..23); that view takes the network's answer, and left of it the class
+    keeps its prev_pred."""
     case = _click_step_case()
     prev = np.zeros(case.shape, np.uint8)
-    prev[8:24, 12:36, 12:15] = 1
+    prev[8:24, 12:36, 12:24] = 1
     case = replace(case, prev_pred=prev)
     base = replace(CFG, local_fraction=0.4, max_zoom_out=0)
     whole = Predictor(ConstNet(20.0), base, "cpu").predict_case(case).segs
-    local = Predictor(ConstNet(20.0), replace(base, refine_locally=True), "cpu").predict_case(case).segs
+    net = TwoPassNet()
+    local = Predictor(net, replace(base, refine_locally=True), "cpu").predict_case(case).segs
     assert (whole[8:24, 12:36, 12:36] == 1).all()
+    assert len(net.inputs) == 1
+    seen = net.inputs[0][0, CFG.channels.index("prev_mask")]
+    assert seen.max() > 0.99 and seen.min() < 0.01  # part of the view is the old mask, part is not
     np.testing.assert_array_equal(local[:, :, :18], prev[:, :, :18])
     assert (local[8:24, 12:36, 18:36] == 1).all()
 
