@@ -1,6 +1,7 @@
 """One step of one case: prompts -> ROI -> batched network -> fusion, within an optional time budget.
 
-Every class is recomputed from its whole prompt history (box, all clicks, its prev_pred mask).
+Every class is predicted from its whole prompt history (box, all clicks, its prev_pred mask),
+unless `refine_locally` makes a click step an edit of its mask (below).
 All classes of a case go through the network together, in batches of up to `max_batch` ROIs.
 A class whose prediction touches its ROI border (where the ROI is not the volume's edge) is
 zoomed out and predicted again, a bounded number of times; with `local_fraction` > 0 the newest

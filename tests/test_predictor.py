@@ -288,7 +288,11 @@ def test_no_zoom_out_when_mask_inside(predictor) -> None:
 # -------------------------------------------------------------------------------------- fallback
 
 
-def test_failing_class_falls_back_to_prev_pred(predictor, synth, monkeypatch, caplog) -> None:
+@pytest.mark.parametrize("edit", [False, True], ids=["predict", "edit"])
+def test_failing_class_falls_back_to_prev_pred(predictor, synth, monkeypatch, caplog, edit) -> None:
+    """A failing pass (the object's, or an edit's local view) leaves that class its prev_pred."""
+    if edit:
+        predictor = predictor.with_config(local_fraction=0.4, refine_locally=True)
     imgs, labels, spacing = synth
     n = int(labels.max())
     boxes = boxes_from_labels(labels, np.random.default_rng(4))
