@@ -9,9 +9,6 @@ background click). It is the floor that issue 8 measured (+0.025 click gain on i
 On our 29-case full-protocol validation it beats the learned local pass alone and the two add up
 (README, "Validation"), so the shipped card turns it on; `grow_radius_mm` 0 turns it off.
 
-With `object_scale` > 0 the radius is at most that multiple of the class's equivalent-sphere
-radius (its mask before the correction): a 15 mm reach floods the tissue around a 5 mm lesion.
-
 What a foreground click may take: background, its own class, and the class under the click
 itself (the click says that voxel is this class, not that one); never a third class, and never
 a class the evaluator locked as perfect. A challenge box's z range is exact, so growth stays on
@@ -55,12 +52,6 @@ def grow_region(
     return sl, labels == labels[local]  # type: ignore[return-value]
 
 
-def equivalent_radius_mm(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
-    """Radius in mm of the sphere with the mask's volume: the object's size as one number."""
-    volume = float(np.count_nonzero(mask)) * float(np.prod(spacing))
-    return float((3.0 * volume / (4.0 * np.pi)) ** (1.0 / 3.0))
-
-
 def grow_at_clicks(
     segs: np.ndarray,
     imgs: np.ndarray,
@@ -71,24 +62,19 @@ def grow_at_clicks(
     locked: set[int],
     radius_mm: float,
     tolerance: float,
-    object_scale: float = 0.0,
 ) -> np.ndarray:
-    """`segs` with every unlocked class corrected at each of its clicks, in place and returned.
-    With `object_scale` > 0 a class's radius is at most that multiple of its equivalent radius."""
+    """`segs` with every unlocked class corrected at each of its clicks, in place and returned."""
     if radius_mm <= 0 or not clicks:
         return segs
     for k, entry in enumerate(clicks):
         lab = k + 1
         if lab in locked or lab > 255:
             continue
-        radius = radius_mm
-        if object_scale > 0:
-            radius = min(radius, object_scale * equivalent_radius_mm(segs == lab, spacing))
         order = clicks_order[k] if clicks_order and k < len(clicks_order) else None
         box = boxes[k] if boxes is not None and k < len(boxes) else None
         zs = box.prism(segs.shape)[0] if box is not None and box.exact_z else None
         for kind, point in ordered_clicks(entry, order):
-            grown = None if point is None else grow_region(imgs, point, spacing, radius, tolerance)
+            grown = None if point is None else grow_region(imgs, point, spacing, radius_mm, tolerance)
             if grown is None:
                 continue
             sl, region = grown

@@ -40,9 +40,6 @@ class ModelConfig:
     # it within this radius (model/click_grow.py); 0 = off. Tolerance in imgs' intensity units.
     grow_radius_mm: float = 0.0
     grow_tolerance: float = 20.0
-    # cap each class's grow radius at this multiple of its mask's equivalent-sphere radius (before
-    # the correction): a click's reach follows the object's size; 0 = no cap
-    grow_object_scale: float = 0.0
     threshold: float = 0.5
     # mirror views averaged per forward pass (1 = none, up to 8: every flip of z, y, x; the network
     # trained on random flips). 4 views measured about neutral for 3x the time (README): off

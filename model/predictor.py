@@ -89,13 +89,12 @@ class _Job:
     local_roi: Roi | None = None  # the finer view around `newest`
     local_prob: torch.Tensor | None = None  # on the grid of local_roi
     edit: bool = False  # refine_locally: the local view edits prev_pred; no object's pass
+    native: torch.Tensor | None = None  # prob pasted back over roi, once its passes are done
 
     @property
     def answered(self) -> bool:
         """Whether the network gave this job its answer (the local view's, for an edit)."""
         return (self.local_prob if self.edit else self.prob) is not None
-
-    native: torch.Tensor | None = None  # prob pasted back over roi, once its passes are done
 
     def native_prob(self) -> torch.Tensor:
         """`prob` at native resolution over `roi`, computed once: the local pass reads it for its
@@ -364,7 +363,6 @@ class Predictor:
             locked,
             radius_mm=cfg.grow_radius_mm,
             tolerance=cfg.grow_tolerance,
-            object_scale=cfg.grow_object_scale,
         )
         t_end = time.monotonic()
         return Prediction(
