@@ -269,3 +269,38 @@ def test_augment_intensity_keeps_shape_and_dtype_and_changes_the_image() -> None
         assert not torch.allclose(out, img, atol=1.0)
         assert out.abs().max().item() < 2 * 255  # an intensity augmentation, not a new scale
     assert torch.equal(img, _image())  # the sample's own image is left as it was
+
+
+def _one_object(lo: tuple[int, int, int], hi: tuple[int, int, int]) -> Volume:
+    """A (64, 128, 128) 1 mm volume holding one box-shaped object of a distinct intensity."""
+    imgs = np.full((64, 128, 128), 40, np.uint8)
+    labels = np.zeros(imgs.shape, np.uint8)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    imgs[sl], labels[sl] = 200, 1
+    return Volume("one", imgs, labels, (1.0, 1.0, 1.0))
+
+
+def _click_start_roi_sizes(vol: Volume, first_step: bool, n: int) -> set[tuple[int, ...]]:
+    rng = np.random.default_rng(0)
+    samples = [
+        make_sample(vol, rng, CFG, p_box=0.0, keep_native=True, first_step=first_step) for _ in range(n)
+    ]
+    return {tuple(s.native.roi.size) for s in samples if s is not None and s.native is not None}
+
+
+def test_a_first_click_sees_the_default_roi_whatever_the_objects_size() -> None:
+    """Inference has only the click: a 6 mm lesion gets the same 96 mm cube (z clipped to the
+    volume's 64 slices) as anything else, so the network cannot read the size off the ROI.
+    At a click step the ROI follows the object (here the 24 mm minimum)."""
+    small = _one_object((29, 61, 61), (35, 67, 67))
+    assert _click_start_roi_sizes(small, first_step=True, n=10) == {(64, 96, 96)}
+    assert _click_start_roi_sizes(small, first_step=False, n=10) == {(24, 24, 24)}
+
+
+def test_a_first_click_on_a_large_object_is_zoomed_out_as_inference_does() -> None:
+    """The object spans x 4..123: the default cube reaches it on its faces along that axis only,
+    so some samples are zoomed out along it (1.6 times, clipped to the volume's 128) and none
+    along the other in-plane axis (the sampler's views may swap y and x)."""
+    wide = _one_object((28, 54, 4), (36, 74, 124))
+    sizes = _click_start_roi_sizes(wide, first_step=True, n=30)
+    assert {tuple(sorted(s[1:])) for s in sizes} == {(96, 96), (96, 128)}

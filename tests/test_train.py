@@ -23,7 +23,7 @@ def _setup(tiny_train_config, steps: int) -> TrainConfig:
     return tiny_train_config(
         samples=2 * steps,
         batch_size=2,
-        lr=0.01,
+        lr=0.003,
         warmup_samples=10,
         n_synthetic=2,
         synthetic_shape=[16, 24, 24],
@@ -41,7 +41,7 @@ def _losses(run: Path) -> list[float]:
 
 
 def test_tiny_overfit_loss_falls_dice_rises(tmp_path, tiny_train_config) -> None:
-    cfg = _setup(tiny_train_config, steps=60)
+    cfg = _setup(tiny_train_config, steps=100)
     model_cfg = ModelConfig.from_dict(cfg.model)
     vol = load_volume(tmp_path / "train" / "synthetic_case_000.npz")
     rng = np.random.default_rng(11)
@@ -54,12 +54,12 @@ def test_tiny_overfit_loss_falls_dice_rises(tmp_path, tiny_train_config) -> None
 
     run = train(cfg, resume=False)
     losses = _losses(run)
-    assert len(losses) == 60
+    assert len(losses) == 100
     first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))
     assert last < first, (first, last)
 
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    assert state["step"] == 60
+    assert state["step"] == 100
     net = ResEncUNet(ModelConfig.from_dict(state["model_config"]))
     net.load_state_dict(state["model"])
     dice_after = validate(net, val, model_cfg, torch.device("cpu"))

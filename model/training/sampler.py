@@ -33,7 +33,7 @@ from model.boxes import Box, box_from_mask
 from model.click_sim import simulate_click
 from model.config import ModelConfig
 from model.prompts import ClassPrompts
-from model.roi import Roi, choose_roi, local_roi, object_extent, resample_to_grid
+from model.roi import Roi, choose_roi, local_roi, object_extent, resample_to_grid, zoom_out
 from model.training.data import Volume
 
 
@@ -128,12 +128,22 @@ def make_sample(
     p_small: float = 0.0,
     p_nested: float = 0.0,
     keep_native: bool = False,
+    first_step: bool = True,
 ) -> Sample | None:
     """A random object of `vol` prepared as inference would see it at its first step.
 
     Starts with the challenge box (p_box), a viewer's one-slice box (p_box2d), else a first
     click only. p_small and p_nested bias the object drawn (`pick_label`). keep_native keeps the
     volume view, so a local sample can be cut from it later.
+
+    first_step: whether the sample is a first step (no previous mask) or will become a click
+    step. It sets a click start's ROI as inference sets it: at a first step one click tells
+    nothing of the size, so the ROI is the default cube around it, zoomed out (0 to
+    max_zoom_out times, as the predictor does) along the axes where the object reaches its
+    faces; at a click step the ROI follows the previous mask, which covers about the object.
+    An object-sized ROI at a first step would teach the network to read the object's size from
+    the ROI, which inference never gives it: small lesions started from a click came out many
+    times too big.
     """
     if vol.n_classes == 0:
         return None
@@ -153,11 +163,17 @@ def make_sample(
         _, first = simulate_click(np.zeros_like(mask), mask)  # the evaluator's first click
         prompts = ClassPrompts(label=1, fg=[first])
     extent = object_extent(prompts, None, spacing)  # type: ignore[arg-type]
-    if start == "click" and rng.random() < 0.5:  # as after a zoom-out or with a previous mask
+    if start == "click" and not first_step:  # the ROI of a click step follows its previous mask
         zs, ys, xs = np.nonzero(mask)
         extent = (np.array([zs.min(), ys.min(), xs.min()]), np.array([zs.max(), ys.max(), xs.max()]))
     margin = config.box_margin * rng.uniform(0.75, 1.5)
     roi = choose_roi(mask.shape, spacing, extent, config, margin=margin)  # type: ignore[arg-type]
+    if start == "click" and first_step:
+        for _ in range(int(rng.integers(0, config.max_zoom_out + 1))):
+            axes = roi.touches_border(mask[roi.slices])
+            if not axes:
+                break
+            roi = zoom_out(roi, axes, config.zoom_factor)
     jitter = (rng.uniform(-0.12, 0.12, 3) * np.array(roi.size)).round().astype(int)
     roi = _shift(roi, jitter)
     image, target, others = _cut(imgs, gts, label, roi, grid)

@@ -89,16 +89,25 @@ class Item:
 
 def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: StreamConfig) -> Item:
     """One training item drawn from the pool (see the module docstring for the mix)."""
+    first = bool(rng.random() < mix.p_first)
     while True:
         s = make_sample(
-            pool.draw(rng), rng, config, mix.p_box, mix.p_box2d, mix.p_small, mix.p_nested, keep_native=True
+            pool.draw(rng),
+            rng,
+            config,
+            mix.p_box,
+            mix.p_box2d,
+            mix.p_small,
+            mix.p_nested,
+            keep_native=True,
+            first_step=first,
         )
         if s is not None:
             break
     prev: np.ndarray | None = None
     region = np.zeros(config.grid, bool)
     kind = "first"
-    if rng.random() >= mix.p_first:
+    if not first:
         kind = "click"
         prism = None
         if s.prompts.box is not None and s.start == "box":
