@@ -249,11 +249,14 @@ def run_case(
     on_step: Callable[[StepResult], None] | None = None,
     keep_all_segs: bool = False,
     step_runner: StepRunner | None = None,
+    drop_boxes: bool = False,
 ) -> tuple[CaseResult, list[np.ndarray]]:
     """Run one case through the 6 steps. ``run_dir/outputs`` must exist and persists.
 
     Returns the result and, when ``keep_all_segs``, the uint8 prediction after every step run
     (the official ``all_segs``). step_runner runs one step (default: :func:`run_predict`).
+    drop_boxes: play the case as the organisers play one without boxes (no box step, a first
+    click on the empty prediction), whatever its file holds: how the model starts from clicks.
     """
     step_runner = step_runner or run_predict
     case_file, gts_file, run_dir = Path(case_file), Path(gts_file), Path(run_dir)
@@ -274,7 +277,7 @@ def run_case(
     imgs, spacing = src["imgs"], src["spacing"]
     if gts.shape != imgs.shape:
         raise ValueError(f"{name}: gts shape {gts.shape} != imgs shape {imgs.shape}")
-    boxes = src.get("boxes")
+    boxes = None if drop_boxes else src.get("boxes")
     classes = gt_classes(gts)
     result = CaseResult(name=name, num_class=len(classes), has_boxes=boxes is not None, spacing=spacing)
     in_path, out_path = inputs / name, outputs / name

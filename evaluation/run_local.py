@@ -141,8 +141,10 @@ def evaluate(
     progress: bool = True,
     desc: str = "evaluating",
     step_runner: StepRunner | None = None,
+    drop_boxes: bool = False,
 ) -> list[CaseResult]:
-    """Run every case of imgs_dir through the protocol and write the report into out_dir."""
+    """Run every case of imgs_dir through the protocol and write the report into out_dir
+    (drop_boxes: every case starts from clicks, see protocol.run_case)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = sorted(p.name for p in Path(imgs_dir).iterdir() if p.suffix == ".npz")
@@ -155,7 +157,8 @@ def evaluate(
     prepare_run_dirs(out_dir / "run")  # inputs/ and outputs/, cleared once like the official run
     log_dir = out_dir / "logs"
     log_dir.mkdir(exist_ok=True)
-    total_steps = sum(N_STEPS if _has_key(Path(imgs_dir) / n, "boxes") else N_STEPS - 1 for n in names)
+    boxed = [not drop_boxes and _has_key(Path(imgs_dir) / n, "boxes") for n in names]
+    total_steps = sum(N_STEPS if b else N_STEPS - 1 for b in boxed)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -183,6 +186,7 @@ def evaluate(
                 on_step=on_step,
                 keep_all_segs=save_segs,
                 step_runner=step_runner,
+                drop_boxes=drop_boxes,
             )
         except Exception as exc:
             spacing = np.ones(3)
@@ -228,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-save-segs", action="store_true", help="do not keep OUT_DIR/segs/<case>.npz")
     ap.add_argument("--no-boxes", action="store_true", help="training layout: split without boxes")
+    ap.add_argument(
+        "--clicks-only",
+        action="store_true",
+        help="ignore the cases' boxes: every case starts from a click, as a no-box case does",
+    )
     ap.add_argument("--demo-n", type=int, default=4, help="number of demo cases")
     ap.add_argument("--seed", type=int, default=2025, help="seed of demo cases / box margins")
     ap.add_argument("--no-progress", action="store_true")
@@ -269,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         desc="submission",
         step_runner=step_runner,
+        drop_boxes=args.clicks_only,
     )
     seconds = time.perf_counter() - t0
     csv_path = report.write_metrics_csv(results, out_dir)
@@ -288,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             save_segs=False,
             progress=not args.no_progress,
             desc="box-prism floor",
+            drop_boxes=args.clicks_only,
         )
         floor_rows = report.summarize(floor_results)
         report.write_summary_csv(floor_rows, out_dir / "floor")

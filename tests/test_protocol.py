@@ -152,6 +152,25 @@ def test_full_run_on_two_synthetic_cases(tmp_path, cases):
     assert segs["all_segs"].shape == (6, *gts.shape)
 
 
+def test_clicks_only_plays_a_boxed_case_as_a_no_box_case(tmp_path, cases):
+    """--clicks-only: the boxed case gets no box step and never sees its boxes; its first
+    click lands on the empty prediction, as for a case without boxes."""
+    sub, log = make_submission(tmp_path, "box")
+    out = tmp_path / "out"
+    argv = [str(cases / "imgs"), str(cases / "gts"), str(out), "--submission", str(sub)]
+    assert run_local.main([*argv, "--no-progress", "--no-floor", "--clicks-only"]) == 0
+    rows = _rows(out / "metrics.csv")
+    assert [r["Has_Boxes"] for r in rows] == ["0", "0"]
+    boxed = rows[0]
+    assert float(boxed["RunningTime_1"]) == 0 and float(boxed["DSC_1"]) == 0
+    seen = _seen(log)
+    assert len(seen) == 10  # 5 click steps per case
+    assert all("boxes" not in rec["keys"] for rec in seen)
+    first = seen[0]
+    assert first["case"] == "SynA_demo00.npz" and first["prev_sum"] == 0
+    assert [len(e["fg"]) for e in first["clicks"]] == [1] * len(first["clicks"])
+
+
 def test_stale_output_is_flagged_and_rescored_as_the_official(tmp_path, cases):
     sub, _ = make_submission(tmp_path, "stop4")  # writes for steps 1..3 only
     run_dir = tmp_path / "run"
