@@ -37,7 +37,7 @@ from model.encoding import encode
 from model.fusion import ClassProb, fuse
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts, class_prompts
-from model.roi import Roi, choose_roi, grid_to_roi, local_roi, object_extent, zoom_out
+from model.roi import Roi, choose_roi, grid_to_roi, local_roi, object_extent
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +306,10 @@ class Predictor:
         for job in jobs:
             if job.zooms >= self.config.max_zoom_out or job.prob is None:
                 continue
-            axes = job.roi.touches_border((job.prob > self.config.threshold).cpu().numpy())
-            if axes:
-                job.roi = zoom_out(job.roi, axes, self.config.zoom_factor)
+            mask = (job.prob > self.config.threshold).cpu().numpy()
+            grown = job.roi.zoomed_out(mask, self.config.zoom_factor)
+            if grown is not None:
+                job.roi = grown
                 job.zooms += 1
                 out.append(job)
         return out

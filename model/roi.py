@@ -63,6 +63,13 @@ class Roi:
                 axes.append(ax)
         return axes
 
+    def zoomed_out(self, mask: np.ndarray, factor: float) -> Roi | None:
+        """This ROI grown by `factor` along the axes where `mask` reaches an inner face (see
+        touches_border), or None where it reaches none: the predictor's zoom-out step, which
+        training samples copy so that the network sees the ROIs inference gives it."""
+        axes = self.touches_border(mask)
+        return zoom_out(self, axes, factor) if axes else None
+
 
 def _place(centre: float, size: float, dim: int) -> tuple[int, int]:
     """An interval of `size` voxels centred at `centre`, shifted inside [0, dim)."""

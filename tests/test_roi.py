@@ -159,6 +159,14 @@ def test_zoom_out_stays_inside() -> None:
     assert big.lo == (0, 0, 0) and big.hi == (100, 30, 100)
 
 
+def test_zoomed_out_grows_the_axes_the_mask_touches_or_says_none() -> None:
+    roi = Roi((10, 10, 10), (20, 20, 20), (100, 100, 100))
+    m = np.zeros((8, 8, 8), bool)
+    assert roi.zoomed_out(m, 1.6) is None
+    m[3, 0, 3] = True  # reaches the y face only
+    assert roi.zoomed_out(m, 2.0) == zoom_out(roi, [1], 2.0)
+
+
 # -------------------------------------------------------------------------------- touches_border
 
 

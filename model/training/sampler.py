@@ -33,7 +33,7 @@ from model.boxes import Box, box_from_mask
 from model.click_sim import simulate_click
 from model.config import ModelConfig
 from model.prompts import ClassPrompts
-from model.roi import Roi, choose_roi, local_roi, object_extent, resample_to_grid, zoom_out
+from model.roi import Roi, choose_roi, local_roi, object_extent, resample_to_grid
 from model.training.data import Volume
 
 
@@ -170,10 +170,10 @@ def make_sample(
     roi = choose_roi(mask.shape, spacing, extent, config, margin=margin)  # type: ignore[arg-type]
     if start == "click" and first_step:
         for _ in range(int(rng.integers(0, config.max_zoom_out + 1))):
-            axes = roi.touches_border(mask[roi.slices])
-            if not axes:
+            grown = roi.zoomed_out(mask[roi.slices], config.zoom_factor)
+            if grown is None:
                 break
-            roi = zoom_out(roi, axes, config.zoom_factor)
+            roi = grown
     jitter = (rng.uniform(-0.12, 0.12, 3) * np.array(roi.size)).round().astype(int)
     roi = _shift(roi, jitter)
     image, target, others = _cut(imgs, gts, label, roi, grid)
