@@ -32,9 +32,10 @@ class ModelConfig:
     max_zoom_out: int = 2
     zoom_factor: float = 1.6
     local_fraction: float = 0.0  # side of the click's local view / the object's ROI; 0 = no local pass
-    # on a click step, a class that has a mask is edited, not predicted again: the local view
-    # around its newest click, with its prev_pred as previous mask, is its only pass and changes
-    # the mask inside that view alone (needs local_fraction > 0)
+    # on a click step, a boxed class that has a mask is edited, not predicted again: the local
+    # view around its newest click, with its prev_pred as previous mask, is its only pass and
+    # changes the mask inside that view alone (needs local_fraction > 0); a class started from
+    # clicks alone is still predicted again, since only its clicks tell its extent
     refine_locally: bool = False
     # after fusion, at each click: grow (fg) or cut (bg) the similar-intensity region connected to
     # it within this radius (model/click_grow.py); 0 = off. Tolerance in imgs' intensity units.

@@ -6,15 +6,18 @@ All classes of a case go through the network together, in batches of up to `max_
 A class whose prediction touches its ROI border (where the ROI is not the volume's edge) is
 zoomed out and predicted again, a bounded number of times; with `local_fraction` > 0 the newest
 click of each class gets a finer second look (`_local_pass`). With `refine_locally` as well, a
-class that already has a mask skips the object's pass: the local view edits its prev_pred mask
-around the newest click and the mask stands elsewhere (a click fixes the error it points at and
-leaves the rest alone; half the network time of a click step). A class marked done (None last in
-its clicks_order: the evaluator found it perfect) keeps its prev_pred mask, locked in fusion:
-nothing to fix, no risk. A class whose ROI or forward pass fails, or that the time budget cuts,
-falls back to its prev_pred mask; the result says which (:class:`Prediction`). After fusion,
-with `grow_radius_mm` > 0, every click gets the classical correction of model/click_grow.py at
-native resolution (unlocked classes only). With `tta_mirrors` > 1 every forward pass averages
-that many flipped views of its input.
+boxed class that already has a mask skips the object's pass: the local view edits its prev_pred
+mask around the newest click and the mask stands elsewhere (a click fixes the error it points at
+and leaves the rest alone; half the network time of a click step). A class started from clicks
+alone is still predicted again from all its clicks: nothing else tells its extent, and an edit
+confined to the view around each click grew a large object started from one click too slowly
+(README, clicks-only sweep). A class marked done (None last in its clicks_order: the evaluator
+found it perfect) keeps its prev_pred mask, locked in fusion: nothing to fix, no risk. A class
+whose ROI or forward pass fails, or that the time budget cuts, falls back to its prev_pred mask;
+the result says which (:class:`Prediction`). After fusion, with `grow_radius_mm` > 0, every
+click gets the classical correction of model/click_grow.py at native resolution (unlocked
+classes only). With `tta_mirrors` > 1 every forward pass averages that many flipped views of
+its input.
 """
 
 from __future__ import annotations
@@ -343,6 +346,7 @@ class Predictor:
                 newest = _newest(case, p.label, order)
                 edit = self.config.refine_locally and self.config.local_fraction > 0
                 edit = edit and newest is not None and pbox is not None  # a mask to edit
+                edit = edit and p.box is not None  # a clicks-only class: its clicks are its extent
                 jobs.append(_Job(p, roi, newest=newest, edit=edit))
             except Exception as exc:  # noqa: BLE001 - one bad class must not sink the case
                 kept.fail(p, "ROI failed", exc)

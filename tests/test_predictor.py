@@ -503,6 +503,26 @@ def test_refine_locally_edits_the_previous_mask_inside_the_clicks_view_only() ->
     assert (local[8:24, 12:36, 18:36] == 1).all()
 
 
+def test_refine_locally_predicts_a_clicks_only_class_again() -> None:
+    """A class with no box is no edit: its clicks are all that tell its extent, so it gets the
+    object's pass (which sees every click) and then the local view, exactly as without the option;
+    a boxed class at the same step is edited (one pass)."""
+    boxed = _click_step_case()
+    clicks = [{"fg": [(16, 20, 20)], "bg": [(16, 24, 30)]}]
+    no_box = replace(boxed, boxes=None, clicks=clicks, clicks_order=[["fg", "bg"]])
+    base = replace(CFG, local_fraction=0.4, max_zoom_out=0)
+    runs = {}
+    for name, case in (("boxed", boxed), ("no_box", no_box)):
+        for refine in (False, True):
+            net = TwoPassNet()
+            segs = Predictor(net, replace(base, refine_locally=refine), "cpu").predict_case(case).segs
+            runs[name, refine] = (len(net.inputs), segs)
+    assert runs["boxed", False][0] == 2 and runs["boxed", True][0] == 1
+    assert runs["no_box", True][0] == 2
+    np.testing.assert_array_equal(runs["no_box", True][1], runs["no_box", False][1])
+    assert runs["no_box", True][1][16, 24, 30] == 0 and runs["no_box", True][1][16, 20, 14] == 1
+
+
 def test_refine_locally_still_segments_a_class_with_no_previous_mask() -> None:
     """A clicks-only start has nothing to keep: the first pass stands, as without the option."""
     case = replace(_click_step_case(), prev_pred=np.zeros((32, 48, 48), np.uint8))
