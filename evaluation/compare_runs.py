@@ -1,0 +1,92 @@
+"""Compare two scored runs case by case: is a change better on most cases, or on a few?
+
+    python -m evaluation.compare_runs BASE NEW [--tol 0.005] [--top 5]
+
+BASE and NEW are run_local output folders (their `metrics.csv`) or the CSV files themselves,
+for example the `model/` folders of two `evaluation.validate_split` runs. Means move with one
+large case; a new checkpoint or inference setting is shipped on the means *and* on how many
+cases it helps, so this prints, on the cases both runs scored: each metric's mean in both runs,
+how many cases are better and worse by more than `--tol`, the median change, and the cases that
+moved most in DSC_AUC. These are the better/worse counts the README and the weights card quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.validate_split import COLUMNS, read_metrics
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """One metric over the shared cases: both means, the cases better/worse, the median change."""
+
+    metric: str
+    base_mean: float
+    new_mean: float
+    better: int
+    worse: int
+    median_change: float
+
+
+def metrics_csv(path: Path) -> Path:
+    """The metrics.csv of a run folder, or the path itself when it names a file."""
+    return path / "metrics.csv" if path.is_dir() else path
+
+
+def compare_metrics(
+    base: dict[str, dict[str, float]], new: dict[str, dict[str, float]], tol: float
+) -> list[MetricChange]:
+    """Per metric of COLUMNS, over the cases present in both runs."""
+    names = sorted(set(base) & set(new))
+    if not names:
+        raise ValueError("the two runs share no case")
+    out = []
+    for c in COLUMNS:
+        b = np.array([base[n][c] for n in names])
+        d = np.array([new[n][c] for n in names]) - b
+        out.append(
+            MetricChange(c, float(b.mean()), float(b.mean() + d.mean()), int((d > tol).sum()),
+                         int((d < -tol).sum()), float(np.median(d)))
+        )  # fmt: skip
+    return out
+
+
+def largest_changes(
+    base: dict[str, dict[str, float]], new: dict[str, dict[str, float]], metric: str, top: int
+) -> list[tuple[str, float]]:
+    """The `top` cases with the largest gains and the `top` with the largest losses in `metric`."""
+    d = sorted(((new[n][metric] - base[n][metric], n) for n in set(base) & set(new)), reverse=True)
+    picked = d[:top] + [x for x in d[-top:] if x not in d[:top]]
+    return [(n, v) for v, n in picked]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("base", type=Path, help="the run to compare against (folder or metrics.csv)")
+    ap.add_argument("new", type=Path, help="the candidate run (folder or metrics.csv)")
+    ap.add_argument("--tol", type=float, default=0.005, help="a case counts as better/worse beyond this")
+    ap.add_argument("--top", type=int, default=5, help="cases listed at each end, by DSC_AUC change")
+    args = ap.parse_args(argv)
+    base, new = (read_metrics(metrics_csv(p)) for p in (args.base, args.new))
+    shared = set(base) & set(new)
+    only = sorted((set(base) | set(new)) - shared)
+    print(f"{len(shared)} cases in both runs" + (f"; left out (in one run only): {only}" if only else ""))
+    print(f"{'metric':<10} {'base':>7} {'new':>7} {'change':>8} {'better':>6} {'worse':>6} {'median':>8}")
+    for m in compare_metrics(base, new, args.tol):
+        print(
+            f"{m.metric:<10} {m.base_mean:7.3f} {m.new_mean:7.3f} {m.new_mean - m.base_mean:+8.3f} "
+            f"{m.better:6d} {m.worse:6d} {m.median_change:+8.3f}"
+        )
+    print("largest DSC_AUC changes:")
+    for name, change in largest_changes(base, new, "DSC_AUC", args.top):
+        print(f"  {name:<45} {change:+.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""Tests of evaluation.compare_runs: means, better/worse counts and the largest changes."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from evaluation.compare_runs import compare_metrics, largest_changes, main
+from evaluation.validate_split import COLUMNS
+
+
+def _write(path, rows: dict[str, float]) -> None:
+    """A metrics.csv where every metric of a case has the same value."""
+    path.mkdir(parents=True, exist_ok=True)
+    with (path / "metrics.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["CaseName", *COLUMNS])
+        for name, v in rows.items():
+            w.writerow([name, *([v] * len(COLUMNS))])
+
+
+BASE = {"a.npz": 0.5, "b.npz": 0.5, "c.npz": 0.5, "d.npz": 0.5}
+NEW = {"a.npz": 0.9, "b.npz": 0.498, "c.npz": 0.4, "d.npz": 0.45, "e.npz": 1.0}  # e: new only
+
+
+def test_counts_and_means_use_the_shared_cases_only() -> None:
+    base = {n: dict.fromkeys(COLUMNS, v) for n, v in BASE.items()}
+    new = {n: dict.fromkeys(COLUMNS, v) for n, v in NEW.items()}
+    changes = compare_metrics(base, new, tol=0.005)
+    assert [m.metric for m in changes] == list(COLUMNS)
+    m = changes[0]
+    assert m.base_mean == pytest.approx(0.5)
+    assert m.new_mean == pytest.approx((0.9 + 0.498 + 0.4 + 0.45) / 4)  # e.npz left out
+    assert (m.better, m.worse) == (1, 2)  # b's -0.002 is within the tolerance
+    assert m.median_change == pytest.approx((-0.002 - 0.05) / 2)
+    assert largest_changes(base, new, "DSC_AUC", 1) == [
+        ("a.npz", pytest.approx(0.4)),
+        ("c.npz", pytest.approx(-0.1)),
+    ]
+
+
+def test_no_shared_case_is_an_error() -> None:
+    with pytest.raises(ValueError, match="share no case"):
+        compare_metrics({"a": dict.fromkeys(COLUMNS, 0.0)}, {"b": dict.fromkeys(COLUMNS, 0.0)}, 0.005)
+
+
+def test_main_reads_folders_or_files(tmp_path, capsys) -> None:
+    _write(tmp_path / "base", BASE)
+    _write(tmp_path / "new", NEW)
+    assert main([str(tmp_path / "base"), str(tmp_path / "new" / "metrics.csv"), "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "4 cases in both runs; left out (in one run only): ['e.npz']" in out
+    assert "DSC_AUC      0.500   0.562   +0.062      1      2   -0.026" in out
+    assert "a.npz" in out and "c.npz" in out
