@@ -6,7 +6,10 @@ Reads OUT_DIR/metrics.csv and, for the volume ratio, the saved segmentations (OU
 written by run_local unless --no-save-segs) and the ground truth. Prints, over the cases with
 boxes: the mean DSC gain from the box step to the fifth click, the worst change and the cases
 that end more than 0.02 below their box step; over the no-box cases, the gain from the first to
-the fifth click; and the median predicted/true volume per object at the final step.
+the fifth click; the median predicted/true volume per object at the final step; and, per object
+of the boxed cases (from the saved steps, `all_segs`), the DSC gain from the box step to the fifth
+click by object size. A case's DSC is the mean over its objects, so a case-level gain hides
+which objects the clicks help: this shows it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,48 @@ def volume_ratios(segs_dir: Path, gts_dir: Path) -> list[float]:
             ordinal = int(np.searchsorted(np.unique(gts)[1:], label)) + 1  # relabelled 1..N
             out.append(int((seg == ordinal).sum()) / true)
     return out
+
+
+SIZE_BANDS = ((0, 1_000), (1_000, 10_000), (10_000, 100_000), (100_000, None))  # true voxels
+
+
+def object_gains(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]:
+    """(true voxels, DSC after the fifth click minus DSC after the box step) per object of every
+    case whose saved steps include a box step (six steps)."""
+    out = []
+    for seg_file in sorted(segs_dir.glob("*.npz")):
+        gt_file = gts_dir / seg_file.name
+        if not gt_file.exists():
+            continue
+        with np.load(seg_file) as s, np.load(gt_file, allow_pickle=True) as g:
+            steps, gts = s.get("all_segs"), g["gts"]
+        if steps is None or len(steps) != 6:
+            continue
+        for ordinal, label in enumerate(np.unique(gts)[1:], start=1):
+            true = gts == label
+            n = int(true.sum())
+            dsc = [
+                2 * int((true & (st == ordinal)).sum()) / (n + int((st == ordinal).sum()))
+                for st in (steps[0], steps[5])
+            ]
+            out.append((n, dsc[1] - dsc[0]))
+    return out
+
+
+def size_lines(gains: list[tuple[int, float]]) -> list[str]:
+    """The per-object gains summed up by SIZE_BANDS, one printed line per band that has objects."""
+    if not gains:
+        return []
+    lines = [f"per object of the boxed cases ({len(gains)}), DSC gain box -> click5 by true voxels:"]
+    for lo, hi in SIZE_BANDS:
+        band = [g for n, g in gains if n >= lo and (hi is None or n < hi)]
+        if band:
+            name = f"{lo}-{hi}" if hi else f">= {lo}"
+            worse = sum(g < -0.02 for g in band)
+            lines.append(
+                f"  {name:>13}: {len(band):4d} objects, mean {np.mean(band):+.3f}, {worse} worse by > 0.02"
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
             q = np.percentile(ratios, [25, 50, 75])
             n = len(ratios)
             print(f"predicted/true volume per object ({n}): median {q[1]:.2f} (IQR {q[0]:.2f}-{q[2]:.2f})")
+        for line in size_lines(object_gains(args.run / "segs", gts)):
+            print(line)
 
 
 if __name__ == "__main__":

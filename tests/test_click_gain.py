@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 
-from evaluation.click_gain import main, volume_ratios
+from evaluation.click_gain import main, object_gains, size_lines, volume_ratios
 
 
 def _run(tmp_path):
@@ -39,3 +39,29 @@ def test_click_gain_figures(tmp_path, capsys) -> None:
     assert "more than 0.02 worse after 5 clicks: 1 ['b.npz']" in out
     assert "no-box cases: 1; mean DSC gain click1 -> click5: +0.300" in out
     assert "median 1.20" in out
+
+
+def test_object_gains_by_size(tmp_path) -> None:
+    """Two objects: the small one goes from DSC 0 to 1 over the clicks, the large one stays
+    perfect; a case saved without a box step (five steps) is left out."""
+    segs, gts = tmp_path / "segs", tmp_path / "gts"
+    segs.mkdir()
+    gts.mkdir()
+    gt = np.zeros((4, 40, 40), np.uint8)
+    gt[:, :2, :2] = 3  # 16 voxels, relabelled 1 (sorted first)
+    gt[:, 10:40, :] = 7  # 4 800 voxels, relabelled 2
+    steps = np.zeros((6, *gt.shape), np.uint8)
+    steps[:, 10:40, :] = 2
+    steps[5][gt == 3] = 1
+    np.savez(gts / "a.npz", gts=gt)
+    np.savez(segs / "a.npz", segs=steps[5], all_segs=steps)
+    np.savez(gts / "b.npz", gts=gt)
+    np.savez(segs / "b.npz", segs=steps[4], all_segs=steps[1:])
+    gains = object_gains(segs, gts)
+    assert gains == [(16, 1.0), (4800, 0.0)]
+    lines = size_lines(gains + [(50, -0.5)])
+    assert lines[0].startswith("per object of the boxed cases (3)")
+    assert "0-1000:    2 objects, mean +0.250, 1 worse by > 0.02" in lines[1]
+    assert "1000-10000:    1 objects, mean +0.000, 0 worse by > 0.02" in lines[2]
+    assert len(lines) == 3  # no line for the empty bands
+    assert size_lines([]) == []
