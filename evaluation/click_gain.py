@@ -16,20 +16,26 @@ from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 
+def saved_cases(segs_dir: Path, gts_dir: Path) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+    """(final segs, every step's segs or None when not saved, ground truth) of each saved case
+    that has a ground-truth file."""
+    for seg_file in sorted(segs_dir.glob("*.npz")):
+        gt_file = gts_dir / seg_file.name
+        if gt_file.exists():
+            with np.load(seg_file) as s, np.load(gt_file, allow_pickle=True) as g:
+                yield s["segs"], s.get("all_segs"), g["gts"]
+
+
 def volume_ratios(segs_dir: Path, gts_dir: Path) -> list[float]:
     """Predicted / true voxels per object of every case, at the final step."""
     out = []
-    for seg_file in sorted(segs_dir.glob("*.npz")):
-        gt_file = gts_dir / seg_file.name
-        if not gt_file.exists():
-            continue
-        with np.load(seg_file) as s, np.load(gt_file, allow_pickle=True) as g:
-            seg, gts = s["segs"], g["gts"]
+    for seg, _, gts in saved_cases(segs_dir, gts_dir):
         for label in np.unique(gts)[1:]:
             true = int((gts == label).sum())
             ordinal = int(np.searchsorted(np.unique(gts)[1:], label)) + 1  # relabelled 1..N
@@ -44,12 +50,7 @@ def object_gains(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]:
     """(true voxels, DSC after the fifth click minus DSC after the box step) per object of every
     case whose saved steps include a box step (six steps)."""
     out = []
-    for seg_file in sorted(segs_dir.glob("*.npz")):
-        gt_file = gts_dir / seg_file.name
-        if not gt_file.exists():
-            continue
-        with np.load(seg_file) as s, np.load(gt_file, allow_pickle=True) as g:
-            steps, gts = s.get("all_segs"), g["gts"]
+    for _, steps, gts in saved_cases(segs_dir, gts_dir):
         if steps is None or len(steps) != 6:
             continue
         for ordinal, label in enumerate(np.unique(gts)[1:], start=1):
