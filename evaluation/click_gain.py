@@ -20,22 +20,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 
-def saved_cases(segs_dir: Path, gts_dir: Path) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-    """(final segs, every step's segs or None when not saved, ground truth) of each saved case
-    that has a ground-truth file."""
+def saved_cases(segs_dir: Path, gts_dir: Path) -> Iterator[tuple[NpzFile, np.ndarray]]:
+    """(the saved segmentations, open, ground truth) of each saved case that has a ground-truth
+    file. The npz stays lazy so that each reader decompresses only the keys it uses (`segs`, the
+    final step; `all_segs`, every step, when saved)."""
     for seg_file in sorted(segs_dir.glob("*.npz")):
         gt_file = gts_dir / seg_file.name
         if gt_file.exists():
             with np.load(seg_file) as s, np.load(gt_file, allow_pickle=True) as g:
-                yield s["segs"], s.get("all_segs"), g["gts"]
+                yield s, g["gts"]
 
 
 def volume_ratios(segs_dir: Path, gts_dir: Path) -> list[float]:
     """Predicted / true voxels per object of every case, at the final step."""
     out = []
-    for seg, _, gts in saved_cases(segs_dir, gts_dir):
+    for saved, gts in saved_cases(segs_dir, gts_dir):
+        seg = saved["segs"]
         for label in np.unique(gts)[1:]:
             true = int((gts == label).sum())
             ordinal = int(np.searchsorted(np.unique(gts)[1:], label)) + 1  # relabelled 1..N
@@ -50,7 +53,8 @@ def object_gains(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]:
     """(true voxels, DSC after the fifth click minus DSC after the box step) per object of every
     case whose saved steps include a box step (six steps)."""
     out = []
-    for _, steps, gts in saved_cases(segs_dir, gts_dir):
+    for saved, gts in saved_cases(segs_dir, gts_dir):
+        steps = saved.get("all_segs")
         if steps is None or len(steps) != 6:
             continue
         for ordinal, label in enumerate(np.unique(gts)[1:], start=1):
