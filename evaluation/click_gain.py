@@ -39,10 +39,8 @@ def volume_ratios(segs_dir: Path, gts_dir: Path) -> list[float]:
     out = []
     for saved, gts in saved_cases(segs_dir, gts_dir):
         seg = saved["segs"]
-        for label in np.unique(gts)[1:]:
-            true = int((gts == label).sum())
-            ordinal = int(np.searchsorted(np.unique(gts)[1:], label)) + 1  # relabelled 1..N
-            out.append(int((seg == ordinal).sum()) / true)
+        for ordinal, label in enumerate(np.unique(gts)[1:], start=1):  # relabelled 1..N
+            out.append(int((seg == ordinal).sum()) / int((gts == label).sum()))
     return out
 
 
@@ -57,7 +55,7 @@ def object_gains(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]:
         steps = saved.get("all_segs")
         if steps is None or len(steps) != 6:
             continue
-        for ordinal, label in enumerate(np.unique(gts)[1:], start=1):
+        for ordinal, label in enumerate(np.unique(gts)[1:], start=1):  # relabelled 1..N
             true = gts == label
             n = int(true.sum())
             dsc = [
