@@ -82,34 +82,41 @@ def size_lines(gains: list[tuple[int, float]]) -> list[str]:
     return lines
 
 
+def report_lines(run: Path, gts: Path | None = None) -> list[str]:
+    """The figures of a finished run folder (metrics.csv, segs/), one printed line each; `gts`
+    defaults to RUN/../cases/gts, where validate_split links the cases."""
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    boxed = [r for r in rows if r.get("Has_Boxes", "True") in ("True", "1", "true")]
+    nobox = [r for r in rows if r not in boxed]
+    gains = {r["CaseName"]: float(r["DSC_6"]) - float(r["DSC_1"]) for r in boxed}
+    lines = [f"boxed cases: {len(boxed)}; mean DSC gain box -> click5: {np.mean(list(gains.values())):+.3f}"]
+    worst = min(gains, key=gains.get) if gains else None
+    if worst:
+        lines.append(f"worst change: {worst} {gains[worst]:+.3f}")
+    drops = {n: g for n, g in gains.items() if g < -0.02}
+    lines.append(f"boxed cases more than 0.02 worse after 5 clicks: {len(drops)} {sorted(drops)}")
+    if nobox:
+        g = [float(r["DSC_6"]) - float(r["DSC_2"]) for r in nobox]
+        lines.append(f"no-box cases: {len(nobox)}; mean DSC gain click1 -> click5: {np.mean(g):+.3f}")
+    gts = gts or run.parent / "cases" / "gts"
+    if (run / "segs").is_dir() and gts.is_dir():
+        ratios = volume_ratios(run / "segs", gts)
+        if ratios:
+            q = np.percentile(ratios, [25, 50, 75])
+            head = f"predicted/true volume per object ({len(ratios)})"
+            lines.append(f"{head}: median {q[1]:.2f} (IQR {q[0]:.2f}-{q[2]:.2f})")
+        lines += size_lines(object_gains(run / "segs", gts))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="a run_local output folder (metrics.csv, segs/)")
     ap.add_argument("--gts", type=Path, help="ground-truth folder (default: RUN/../cases/gts)")
     args = ap.parse_args(argv)
-    with (args.run / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    boxed = [r for r in rows if r.get("Has_Boxes", "True") in ("True", "1", "true")]
-    nobox = [r for r in rows if r not in boxed]
-    gains = {r["CaseName"]: float(r["DSC_6"]) - float(r["DSC_1"]) for r in boxed}
-    print(f"boxed cases: {len(boxed)}; mean DSC gain box -> click5: {np.mean(list(gains.values())):+.3f}")
-    worst = min(gains, key=gains.get) if gains else None
-    if worst:
-        print(f"worst change: {worst} {gains[worst]:+.3f}")
-    drops = {n: g for n, g in gains.items() if g < -0.02}
-    print(f"boxed cases more than 0.02 worse after 5 clicks: {len(drops)} {sorted(drops)}")
-    if nobox:
-        g = [float(r["DSC_6"]) - float(r["DSC_2"]) for r in nobox]
-        print(f"no-box cases: {len(nobox)}; mean DSC gain click1 -> click5: {np.mean(g):+.3f}")
-    gts = args.gts or args.run.parent / "cases" / "gts"
-    if (args.run / "segs").is_dir() and gts.is_dir():
-        ratios = volume_ratios(args.run / "segs", gts)
-        if ratios:
-            q = np.percentile(ratios, [25, 50, 75])
-            n = len(ratios)
-            print(f"predicted/true volume per object ({n}): median {q[1]:.2f} (IQR {q[0]:.2f}-{q[2]:.2f})")
-        for line in size_lines(object_gains(args.run / "segs", gts)):
-            print(line)
+    for line in report_lines(args.run, args.gts):
+        print(line)
 
 
 if __name__ == "__main__":
