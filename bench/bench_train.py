@@ -11,7 +11,11 @@ predictions (and the stacking of ready items), `optim` forward + backward + step
 - `serial, own rounds`: items made in the loop's process and every batch playing 1-2 rounds on
   the network's own predictions, as the loop did before the corrupted-mask items existed;
 - `workers, corrupted`: the current recipe (items from DataLoader workers, own rounds on a share
-  of batches only), with 1 torch thread and with 2.
+  of batches only), with 1 torch thread and with 2;
+- `..., bf16`: the same on 2 threads with the network passes in bfloat16 (`bf16_cpu`), which
+  pays on CPUs with AMX or AVX512-BF16.
+
+`--only TEXT` runs the variants whose name contains TEXT.
 
 A script, not a test: it prints a markdown table for docs/training.md and never fails on speed.
 """
@@ -31,6 +35,12 @@ VARIANTS = {
     "serial, own rounds every batch": {"workers": 0, "p_own_rounds": 1.0, "max_rounds": 2, "threads": 1},
     "workers 1, corrupted + 15 % own rounds, 1 thread": {"workers": 1, "p_own_rounds": 0.15, "threads": 1},
     "workers 1, corrupted + 15 % own rounds, 2 threads": {"workers": 1, "p_own_rounds": 0.15, "threads": 2},
+    "workers 1, corrupted + 15 % own rounds, 2 threads, bf16": {
+        "workers": 1,
+        "p_own_rounds": 0.15,
+        "threads": 2,
+        "bf16_cpu": True,
+    },
 }
 
 
@@ -52,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--roots", nargs="+", default=["../shared/data/extra/train"])
     ap.add_argument("--samples", type=int, default=96)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--only", default="", help="run only the variants whose name contains this")
     args = ap.parse_args(argv)
     base = TrainConfig(
         roots=args.roots,
@@ -65,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     print(head)
     print("|---|---:|---:|---:|---:|")
     for name, overrides in VARIANTS.items():
+        if args.only not in name:
+            continue
         r = run_variant(base, overrides, args.samples)
         s = r["split"]
         figures = f"{r['samples_per_s']:.2f} | {s['data']:.1f} | {s['rounds']:.1f} | {s['optim']:.1f}"

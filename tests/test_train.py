@@ -15,7 +15,7 @@ from model.predictor import CARD_FILE, WEIGHTS_FILE
 from model.training.data import load_volume
 from model.training.export import export
 from model.training.sampler import make_sample
-from model.training.train import TrainConfig, click_loss, train, validate
+from model.training.train import TrainConfig, click_loss, mixed_precision, train, validate
 
 
 def _setup(tiny_train_config, steps: int) -> TrainConfig:
@@ -199,3 +199,22 @@ def test_command_line_overrides_the_config_file(tmp_path, monkeypatch) -> None:
         "runs/b",
         False,
     )
+
+
+def test_bf16_on_cpu_runs_the_network_in_bfloat16_and_keeps_fp32_weights(tmp_path, tiny_train_config) -> None:
+    """The network passes run in bfloat16 under the run's autocast; the weights, the optimizer
+    and the checkpoint stay fp32, and a short bf16 run still lowers its loss."""
+    net = ResEncUNet(ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16)))
+    x = torch.randn(1, net.stem[0].in_channels, 16, 16, 16)
+    cpu = torch.device("cpu")
+    with mixed_precision(cpu, bf16_cpu=True):
+        assert net(x).dtype == torch.bfloat16
+    with mixed_precision(cpu, bf16_cpu=False):
+        assert net(x).dtype == torch.float32
+    cfg = _setup(tiny_train_config, steps=60)
+    cfg.bf16_cpu = True
+    run = train(cfg, resume=False)
+    losses = _losses(run)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
