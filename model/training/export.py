@@ -53,6 +53,7 @@ def export(ckpt: Path, out: Path, extra: dict | None = None, inference: dict | N
             "wall_time_s": round(state.get("wall_s", 0.0), 1),
             "config": state["train_config"],
             "hardware": state.get("hardware", f"{platform.machine()}, torch {torch.__version__}"),
+            **({"averaged_from": state["averaged_from"]} if "averaged_from" in state else {}),
         },
         "training_history": history,
         "training_totals": {
