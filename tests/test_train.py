@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from model.config import ModelCard, ModelConfig
@@ -127,11 +128,20 @@ def test_new_run_starts_from_weights_and_carries_history(tmp_path, tiny_train_co
     card = json.loads((out / CARD_FILE).read_text())
     assert [r["samples"] for r in card["training_history"]] == [30, 4]
     assert card["training_totals"]["samples"] == 34 and card["training_totals"]["hours"] >= 2.0
-    # and the next run from the exported weights carries both entries forward
+    # and the next run from the exported weights carries both entries forward; a list of
+    # folders starts from the first that exists (a local export missing on a fresh clone)
     cfg2 = _setup(tiny_train_config, steps=1)
-    cfg2.init_from, cfg2.out_dir = str(out), str(tmp_path / "run2")
+    cfg2.init_from, cfg2.out_dir = [str(tmp_path / "runs/gone"), str(out)], str(tmp_path / "run2")
     state2 = torch.load(train(cfg2) / "last.pt", map_location="cpu", weights_only=False)
     assert [r["samples"] for r in state2["history"]] == [30, 4]
+
+
+def test_init_from_names_every_candidate_when_none_exists(tmp_path) -> None:
+    cfg = TrainConfig(init_from=[str(tmp_path / "a"), str(tmp_path / "b")])
+    with pytest.raises(FileNotFoundError, match="none of these weights folders") as err:
+        cfg.init_source()
+    assert str(tmp_path / "a") in str(err.value) and str(tmp_path / "b") in str(err.value)
+    assert TrainConfig(init_from="").init_source() == ""
 
 
 def test_click_loss_weights_the_clicked_region() -> None:

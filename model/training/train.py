@@ -48,7 +48,10 @@ class TrainConfig:
     val_roots: list[str] = field(default_factory=lambda: ["../shared/data/cases/train"])
     split_file: str = "configs/split.json"
     out_dir: str = "runs/cpu"
-    init_from: str = "weights"  # weights folder a new run starts from; "" = random init
+    # weights folder a new run starts from, or a list of them: the first that exists (a local
+    # run's export ahead of the shipped weights, so runs chain on this machine and a fresh clone
+    # still starts from weights/); "" = random init
+    init_from: str | list[str] = "weights"
     samples: int = 200_000  # the run's length in samples: the schedule's unit
     batch_size: int = 4
     lr: float = 1e-3
@@ -93,6 +96,17 @@ class TrainConfig:
     def stream(self) -> StreamConfig:
         """The item mix the DataLoader workers draw (the fields of StreamConfig, by name)."""
         return StreamConfig(**{f.name: getattr(self, f.name) for f in fields(StreamConfig)})
+
+    def init_source(self) -> str:
+        """The weights folder a new run starts from ("" = random init): the first of `init_from`
+        that exists; an error naming every candidate when none does."""
+        candidates = [self.init_from] if isinstance(self.init_from, str) else list(self.init_from)
+        if candidates == [""]:
+            return ""
+        for candidate in candidates:
+            if Path(candidate).is_dir():
+                return candidate
+        raise FileNotFoundError(f"init_from: none of these weights folders exists: {candidates}")
 
     def lr_at(self, seen: int) -> float:
         """Learning rate after `seen` samples of this run: linear warm-up, cosine to lr_min."""
@@ -272,14 +286,15 @@ def hardware(bf16_cpu: bool) -> str:
 def initial_state(cfg: TrainConfig) -> tuple[ModelConfig, dict | None, list[dict]]:
     """(model config, network weights or None, training history) a new run starts from.
 
-    From `init_from` (a weights folder): its config and weights, and the history its card
+    From `init_from` (TrainConfig.init_source): its config and weights, and the history its card
     records (older cards without one get a single entry from their training fields).
     """
-    if not cfg.init_from:
+    source = cfg.init_source()
+    if not source:
         return ModelConfig.from_dict(cfg.model), None, []
     from model.predictor import read_weights
 
-    card, weights = read_weights(Path(cfg.init_from))
+    card, weights = read_weights(Path(source))
     history = list(card.card.get("training_history") or [])
     if not history and "training" in card.card:
         t = card.card["training"]
@@ -384,7 +399,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     )
     if rank == 0:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        origin = "resumed " + str(last) if state is not None else f"from {cfg.init_from or 'random init'}"
+        origin = "resumed " + str(last) if state is not None else f"from {cfg.init_source() or 'random init'}"
         print(
             f"train: {len(real)} real + {len(pool.synthetic)} synthetic volumes, "
             f"val {len(val)} samples from {len(val_real)} real + 8 synthetic, device {device}, "
