@@ -45,6 +45,7 @@ def test_average_is_the_elementwise_mean_and_keeps_the_newest_run(tmp_path) -> N
     assert avg["averaged_from"] == [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
     # the averaged weights differ from both ends, and export records where they came from
     conv = next(k for k, v in avg["model"].items() if v.ndim == 5)
+    assert not torch.equal(avg["model"][conv], a["model"][conv])
     assert not torch.equal(avg["model"][conv], b["model"][conv])
     export(out, tmp_path / "w")
     card = json.loads((tmp_path / "w" / "model.json").read_text())
