@@ -4,8 +4,9 @@
 
 Reads OUT_DIR/metrics.csv and, for the volume ratio, the saved segmentations (OUT_DIR/segs,
 written by run_local unless --no-save-segs) and the ground truth. Prints, over the cases with
-boxes: the mean DSC gain from the box step to the fifth click, the worst change and the cases
-that end more than 0.02 below their box step; over the no-box cases, the gain from the first to
+boxes: the mean DSC gain from the box step to the fifth click, the mean DSC at each step (a dip
+at one click hides in the gain), the worst change and the cases that end more than 0.02 below
+their box step; over the no-box cases, the gain from the first to
 the fifth click; the median predicted/true volume per object at the final step; and, per object
 of the boxed cases (from the saved steps, `all_segs`), the DSC gain from the box step to the fifth
 click by object size. A case's DSC is the mean over its objects, so a case-level gain hides
@@ -91,6 +92,9 @@ def report_lines(run: Path, gts: Path | None = None) -> list[str]:
     nobox = [r for r in rows if r not in boxed]
     gains = {r["CaseName"]: float(r["DSC_6"]) - float(r["DSC_1"]) for r in boxed}
     lines = [f"boxed cases: {len(boxed)}; mean DSC gain box -> click5: {np.mean(list(gains.values())):+.3f}"]
+    if boxed:
+        steps = [np.mean([float(r[f"DSC_{i}"]) for r in boxed]) for i in range(1, 7)]
+        lines.append("mean DSC per step (box, clicks 1-5): " + " ".join(f"{d:.3f}" for d in steps))
     worst = min(gains, key=gains.get) if gains else None
     if worst:
         lines.append(f"worst change: {worst} {gains[worst]:+.3f}")

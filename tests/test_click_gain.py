@@ -35,6 +35,7 @@ def test_click_gain_figures(tmp_path, capsys) -> None:
     main([str(run)])
     out = capsys.readouterr().out
     assert "boxed cases: 2; mean DSC gain box -> click5: +0.050" in out
+    assert "mean DSC per step (box, clicks 1-5): 0.650 0.700 0.650 0.650 0.700 0.700" in out
     assert "worst change: b.npz -0.100" in out
     assert "more than 0.02 worse after 5 clicks: 1 ['b.npz']" in out
     assert "no-box cases: 1; mean DSC gain click1 -> click5: +0.300" in out
