@@ -283,13 +283,13 @@ def hardware(bf16_cpu: bool) -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU, torch {torch.__version__}, {precision}"
 
 
-def initial_state(cfg: TrainConfig) -> tuple[ModelConfig, dict | None, list[dict]]:
+def initial_state(cfg: TrainConfig, source: str) -> tuple[ModelConfig, dict | None, list[dict]]:
     """(model config, network weights or None, training history) a new run starts from.
 
-    From `init_from` (TrainConfig.init_source): its config and weights, and the history its card
-    records (older cards without one get a single entry from their training fields).
+    From `source` (TrainConfig.init_source(), "" = random init with `cfg.model`): its config and
+    weights, and the history its card records (older cards without one get a single entry from
+    their training fields).
     """
-    source = cfg.init_source()
     if not source:
         return ModelConfig.from_dict(cfg.model), None, []
     from model.predictor import read_weights
@@ -358,8 +358,11 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     if state is not None:
         model_cfg = ModelConfig.from_dict(state["model_config"])
         weights, history = state["model"], state.get("history", [])
+        origin = f"resumed {last}"
     else:
-        model_cfg, weights, history = initial_state(cfg)
+        source = cfg.init_source()
+        model_cfg, weights, history = initial_state(cfg, source)
+        origin = f"from {source or 'random init'}"
     step, seen, best, wall = 0, 0, -1.0, 0.0
     if state is not None:
         step, best, wall = state["step"], state["best"], state.get("wall_s", 0.0)
@@ -399,7 +402,6 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     )
     if rank == 0:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        origin = "resumed " + str(last) if state is not None else f"from {cfg.init_source() or 'random init'}"
         print(
             f"train: {len(real)} real + {len(pool.synthetic)} synthetic volumes, "
             f"val {len(val)} samples from {len(val_real)} real + 8 synthetic, device {device}, "
