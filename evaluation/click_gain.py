@@ -6,11 +6,11 @@ Reads OUT_DIR/metrics.csv and, for the volume ratio, the saved segmentations (OU
 written by run_local unless --no-save-segs) and the ground truth. Prints, over the cases with
 boxes: the mean DSC gain from the box step to the fifth click, the mean DSC at each step (a dip
 at one click hides in the gain), the worst change and the cases that end more than 0.02 below
-their box step; over the no-box cases, the gain from the first to
-the fifth click; the median predicted/true volume per object at the final step; and, per object
-of the boxed cases (from the saved steps, `all_segs`), the DSC gain from the box step to the fifth
-click by object size. A case's DSC is the mean over its objects, so a case-level gain hides
-which objects the clicks help: this shows it.
+their box step; over the no-box cases, the gain from the first to the fifth click; the median
+predicted/true volume per object at the final step; and, per object of the boxed cases (from the
+saved steps, `all_segs`), the DSC gain from the box step to the fifth click by object size. A
+case's DSC is the mean over its objects, so a case-level gain hides which objects the clicks
+help: this shows it.
 """
 
 from __future__ import annotations
