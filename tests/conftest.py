@@ -18,6 +18,18 @@ def _one_torch_thread():
 
 
 @pytest.fixture
+def real_cases_dir():
+    """The real cases (imgs/, gts/): `SEGFM_CASES` where set, else ../shared/data/cases. A lent GPU
+    machine gets no ../shared, so its tests read a copy carried with the tree through the
+    variable."""
+    import os
+    from pathlib import Path
+
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "cases"
+    return Path(os.environ.get("SEGFM_CASES", default))
+
+
+@pytest.fixture
 def tiny_train_config(tmp_path):
     """Factory of a tiny training run in tmp_path: one synthetic case (seed 3, `shape`, 2 objects)
     as a training-layout npz in tmp_path/train, a split that holds nothing out, and a TrainConfig of

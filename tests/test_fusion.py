@@ -276,19 +276,12 @@ def test_cuda_backend_equals_cpu_backend_structured_and_torch_cuda() -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_backend_equals_cpu_backend_real_label_maps() -> None:
+def test_cuda_backend_equals_cpu_backend_real_label_maps(real_cases_dir) -> None:
     """Real label maps (the demo cases' ground truth) turned into noisy probabilities."""
     _cuda_or_skip()
-    import glob
-    import os
-
-    files = sorted(
-        glob.glob(
-            os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cases", "gts", "*.npz")
-        )
-    )
+    files = sorted((real_cases_dir / "gts").glob("*.npz"))
     if not files:
-        pytest.skip("no real label maps under ../shared/data/cases/gts")
+        pytest.skip(f"no real label maps under {real_cases_dir / 'gts'} (SEGFM_CASES)")
     rng = np.random.default_rng(1)
     for f in files[:4]:
         gts = np.load(f, allow_pickle=True)["gts"]

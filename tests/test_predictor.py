@@ -392,7 +392,7 @@ def test_with_config_shares_the_network(predictor) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_half_matches_cpu_on_a_real_case() -> None:
+def test_cuda_half_matches_cpu_on_a_real_case(real_cases_dir) -> None:
     """CUDA fp16 inference labels the same voxels as CPU fp32, up to boundary voxels whose logit
     is within fp16 rounding of 0 (at most 1 % of the foreground)."""
     if not torch.cuda.is_available():
@@ -402,9 +402,9 @@ def test_cuda_half_matches_cpu_on_a_real_case() -> None:
     from model.case_io import read_case
 
     repo = Path(__file__).resolve().parents[1]
-    case_file = repo.parent / "shared/data/cases/imgs/CT_TotalSegExample_spine.npz"
+    case_file = real_cases_dir / "imgs/CT_TotalSegExample_spine.npz"
     if not (repo / "weights" / WEIGHTS_FILE).is_file() or not case_file.is_file():
-        pytest.skip("needs the shipped weights and ../shared/data/cases")
+        pytest.skip(f"needs the shipped weights and {case_file} (SEGFM_CASES)")
     case = read_case(case_file)
     cpu = Predictor.from_weights(repo / "weights", device="cpu").predict_case(case).segs
     gpu = Predictor.from_weights(repo / "weights", device="cuda").predict_case(case).segs
