@@ -117,7 +117,10 @@ def test_a_viewer_session_end_to_end(predictor, volume) -> None:
         step(client.add_bbox_interaction, box, include_interaction=True)
         ref.add_box(1, Box.on_slice(z, int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())))
         ref.predict()
-        assert buffer.any() and np.flatnonzero(buffer.any(axis=(1, 2))).size > 1  # not one slice only
+        # the answer is the session's; that a one-slice box may leave its slice is checked with a
+        # constant network in test_predictor (test_one_slice_box_is_not_cut_to_its_slice): how far
+        # the trained weights reach here is a model figure, not the protocol's
+        assert buffer.any()
         np.testing.assert_array_equal(buffer, _mask(ref))
 
         fg = tuple(int(v) for v in np.argwhere(obj)[len(np.argwhere(obj)) // 3])
