@@ -7,7 +7,7 @@ for example the `model/` folders of two `evaluation.validate_split` runs. Means 
 large case; a new checkpoint or inference setting is shipped on the means *and* on how many
 cases it helps, so this prints, on the cases both runs scored: each metric's mean in both runs,
 how many cases are better and worse by more than `--tol`, the median change, and the cases that
-moved most in DSC_AUC. These are the better/worse counts the README and the weights card quote.
+moved most in DSC_AUC. These are the better/worse counts docs/validation.md and the weights card quote.
 """
 
 from __future__ import annotations

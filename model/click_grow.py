@@ -7,7 +7,7 @@ connected to the click within `grow_radius_mm` whose intensity lies within `grow
 the click's 3x3x3 neighbourhood are added to the class (a foreground click) or taken from it (a
 background click). It is the floor that issue 8 measured (+0.025 click gain on its held-out set).
 On our 29-case full-protocol validation it beats the learned local pass alone and the two add up
-(README, "Validation"), so the shipped card turns it on; `grow_radius_mm` 0 turns it off.
+(docs/validation.md), so the shipped card turns it on; `grow_radius_mm` 0 turns it off.
 
 What a foreground click may take: background, its own class, and the class under the click
 itself (the click says that voxel is this class, not that one); never a third class, and never

@@ -43,7 +43,7 @@ class ModelConfig:
     grow_tolerance: float = 20.0
     threshold: float = 0.5
     # mirror views averaged per forward pass (1 = none, up to 8: every flip of z, y, x; the network
-    # trained on random flips). 4 views measured about neutral for 3x the time (README): off
+    # trained on random flips). 4 views measured about neutral for 3x the time (docs/validation.md): off
     tta_mirrors: int = 1
     max_batch: int = 8  # classes per forward pass
 

@@ -11,7 +11,7 @@ mask around the newest click and the mask stands elsewhere (a click fixes the er
 and leaves the rest alone; half the network time of a click step). A class started from clicks
 alone is still predicted again from all its clicks: nothing else tells its extent, and an edit
 confined to the view around each click grew a large object started from one click too slowly
-(README, clicks-only sweep). A class marked done (None last in its clicks_order: the evaluator
+(docs/validation.md, clicks-only sweep). A class marked done (None last in its clicks_order: the evaluator
 found it perfect) keeps its prev_pred mask, locked in fusion: nothing to fix, no risk. A class
 whose ROI or forward pass fails, or that the time budget cuts, falls back to its prev_pred mask;
 the result says which (:class:`Prediction`). After fusion, with `grow_radius_mm` > 0, every
