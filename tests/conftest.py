@@ -19,14 +19,10 @@ def _one_torch_thread():
 
 @pytest.fixture
 def real_cases_dir():
-    """The real cases (imgs/, gts/): `SEGFM_CASES` where set, else ../shared/data/cases. A lent GPU
-    machine gets no ../shared, so its tests read a copy carried with the tree through the
-    variable."""
-    import os
-    from pathlib import Path
+    """The real cases folder (tests/helpers.py `real_cases_dir`: SEGFM_CASES or ../shared/data/cases)."""
+    from helpers import real_cases_dir as find
 
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "cases"
-    return Path(os.environ.get("SEGFM_CASES", default))
+    return find()
 
 
 @pytest.fixture

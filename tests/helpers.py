@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+
+def real_cases_dir() -> Path:
+    """The real cases (imgs/, gts/): `SEGFM_CASES` where set, else ../shared/data/cases. A lent GPU
+    machine gets no ../shared, so its tests read a copy carried with the tree through the
+    variable."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "cases"
+    return Path(os.environ.get("SEGFM_CASES", default))
 
 
 class ConstNet(nn.Module):

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import real_cases_dir
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = REPO.parent / "shared/data/cases"
+CASES = real_cases_dir()
 WEIGHT_SUFFIXES = {".pt", ".pth", ".ckpt", ".safetensors"}
 
 
