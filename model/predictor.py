@@ -37,6 +37,7 @@ from model.case_io import Case
 from model.click_grow import grow_at_clicks
 from model.config import ModelCard, ModelConfig
 from model.encoding import encode
+from model.ensemble import ProbabilityMean
 from model.fusion import ClassProb, fuse
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts, class_prompts
@@ -204,7 +205,8 @@ def _within(inner: Roi, outer: Roi) -> tuple[slice, slice, slice]:
 
 def read_weights(weights_dir: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
     """The card and the fp32 state dict of a weights folder (model.json + fp16 model.pt), the one
-    reader that inference, training's start and the slim seed share."""
+    reader that inference, training's start and the slim seed share. In an ensemble folder this is
+    the first network's (training continues from it; :func:`member_files` names the others)."""
     weights_dir = Path(weights_dir)
     ckpt, card_path = weights_dir / WEIGHTS_FILE, weights_dir / CARD_FILE
     if not ckpt.is_file() or not card_path.is_file():
@@ -213,8 +215,24 @@ def read_weights(weights_dir: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]
             "train with `python -m model.training.train`, then `python -m model.training.export`"
         )
     card = ModelCard.load(card_path)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-    return card, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return card, _load_state(ckpt)
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    """An fp16 state dict file as float32 tensors (weights_only, mmap)."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def member_files(card: ModelCard, weights_dir: Path) -> list[Path]:
+    """The further networks of an ensemble folder (the card's ``members``, each a state dict of the
+    same architecture beside model.pt); empty for a single network. A listed file that is missing
+    is an error, not a silent single-network fallback."""
+    files = [Path(weights_dir) / m["file"] for m in card.card.get("members", [])]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise WeightsMissingError(f"ensemble members listed in {CARD_FILE} are missing: {missing}")
+    return files
 
 
 class Predictor:
@@ -231,12 +249,16 @@ class Predictor:
 
     @classmethod
     def from_weights(cls, weights_dir: Path, device: str | None = None) -> Predictor:
-        """Network and config from weights_dir/model.pt + model.json (weights_only, mmap)."""
+        """Network and config from weights_dir/model.pt + model.json (weights_only, mmap); with
+        ``members`` in the card, those networks and model.pt's as one (model/ensemble.py)."""
         card, state = read_weights(weights_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        net = ResEncUNet(card.config)
-        net.load_state_dict(state)
-        net = net.to(device)
+        states = [state, *(_load_state(f) for f in member_files(card, weights_dir))]
+        nets = []
+        for s in states:
+            nets.append(ResEncUNet(card.config))
+            nets[-1].load_state_dict(s)
+        net = (nets[0] if len(nets) == 1 else ProbabilityMean(nets)).to(device)
         if device.startswith("cuda"):
             net = net.half()
         return cls(net, card.config, device, card.card)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,59 @@ def test_export_sets_inference_keys(weights, tmp_path) -> None:
     assert Predictor.from_weights(tmp_path / "w", device="cpu").config == replace(CFG, local_fraction=0.4)
     with pytest.raises(ValueError, match="unknown model config keys"):
         export(ckpt, tmp_path / "x", inference={"local_fractoin": 0.4})
+
+
+def _sibling_ckpt(tmp_path, seed: int, config: ModelConfig, history: list[dict]) -> tuple[nn.Module, Path]:
+    """A second run's checkpoint as train.py saves it, with the lineage it continued."""
+    torch.manual_seed(seed)
+    net = ResEncUNet(config)
+    ckpt = tmp_path / f"run{seed}" / "last.pt"
+    ckpt.parent.mkdir()
+    state = {
+        "model": net.state_dict(),
+        "step": 3,
+        "wall_s": 7200.0,
+        "samples": 40,
+        "model_config": config.to_dict(),
+    }
+    torch.save({**state, "train_config": {"out_dir": f"runs/s{seed}"}, "history": history}, ckpt)
+    return net, ckpt
+
+
+def test_export_members_load_as_one_ensemble(weights, tmp_path) -> None:
+    net, out, _ = weights
+    ckpt = out.parent / "run" / "last.pt"
+    base = json.loads((out / CARD_FILE).read_text())["training_history"]
+    sibling, member = _sibling_ckpt(tmp_path, 1, CFG, history=base)  # continued from the first
+    export(ckpt, tmp_path / "ens", members=[member])
+    card = json.loads((tmp_path / "ens" / CARD_FILE).read_text())
+    assert [m["file"] for m in card["members"]] == ["member_1.pt"] and card["members"][0]["run"] == "runs/s1"
+    # the shared lineage counts once: the first run's 12.3 s and the sibling's own 2 h
+    assert card["training_totals"]["hours"] == round(12.3 / 3600 + 2.0, 3)
+    assert card["training_totals"]["samples"] == base[-1]["samples"] + 40
+
+    ens = Predictor.from_weights(tmp_path / "ens", device="cpu")
+    x = torch.randn(2, CFG.in_channels, *CFG.grid)
+    want = (torch.sigmoid(net(x)[:, 0]) + torch.sigmoid(sibling(x)[:, 0])) / 2
+    assert torch.allclose(ens._probs(x), want, atol=2e-3)  # fp16 weights: within their rounding
+
+    export(ckpt, tmp_path / "ens")  # re-exported without members: a single network again
+    assert not list((tmp_path / "ens").glob("member_*.pt"))
+    assert isinstance(Predictor.from_weights(tmp_path / "ens", device="cpu").net, ResEncUNet)
+
+
+def test_export_refuses_a_member_of_another_architecture(weights, tmp_path) -> None:
+    _, member = _sibling_ckpt(tmp_path, 2, replace(CFG, grid=(8, 16, 16)), history=[])
+    with pytest.raises(ValueError, match="grid"):
+        export(weights[1].parent / "run" / "last.pt", tmp_path / "bad", members=[member])
+
+
+def test_missing_member_file_is_named(weights, tmp_path) -> None:
+    _, member = _sibling_ckpt(tmp_path, 3, CFG, history=[])
+    export(weights[1].parent / "run" / "last.pt", tmp_path / "ens", members=[member])
+    (tmp_path / "ens" / "member_1.pt").unlink()
+    with pytest.raises(WeightsMissingError, match="member_1.pt"):
+        Predictor.from_weights(tmp_path / "ens", device="cpu")
 
 
 def test_from_weights_missing(tmp_path) -> None:

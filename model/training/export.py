@@ -17,29 +17,76 @@ import torch
 from model.config import ModelCard, ModelConfig
 from model.predictor import CARD_FILE, WEIGHTS_FILE
 
+# what must match between ensemble members: they run on one input batch of one grid
+ARCHITECTURE_KEYS = ("channels", "features", "blocks_per_stage", "grid")
 
-def export(ckpt: Path, out: Path, extra: dict | None = None, inference: dict | None = None) -> Path:
-    """Write out/model.pt and out/model.json from a training checkpoint; returns the weights path.
 
-    `inference` overrides model-config keys that only steer inference (such as local_fraction,
-    the local pass around the newest click), chosen by validation after training.
-    """
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    config = ModelConfig.from_dict({**state["model_config"], **(inference or {})})
-    out.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
-    torch.save(weights, out / WEIGHTS_FILE)
-    metrics_file = ckpt.parent / "metrics.jsonl"
-    val = []
-    if metrics_file.exists():
-        val = [json.loads(line) for line in metrics_file.read_text().splitlines() if "val_score" in line]
-    run = {
+def _fp16(state: dict) -> dict[str, torch.Tensor]:
+    return {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+
+
+def _run_record(state: dict, ckpt: Path) -> dict:
+    """The checkpoint's own run, as the card's training history lists it."""
+    return {
         "run": state.get("train_config", {}).get("out_dir", str(ckpt.parent)),
         "hardware": state.get("hardware", "unknown"),
         "hours": round(state.get("wall_s", 0.0) / 3600, 3),
         "samples": int(state.get("samples", 0)),
     }
-    history = [*state.get("history", []), run]
+
+
+def _export_members(members: list[Path], config: ModelConfig, out: Path) -> tuple[list[dict], list[dict]]:
+    """Write each member checkpoint as out/member_<i>.pt; returns the card's ``members`` entries
+    and every run in the members' lineages (for the totals)."""
+    entries, runs = [], []
+    for i, path in enumerate(members, start=1):
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        theirs = ModelConfig.from_dict(state["model_config"])
+        for key in ARCHITECTURE_KEYS:
+            if getattr(theirs, key) != getattr(config, key):
+                raise ValueError(
+                    f"member {path}: {key} {getattr(theirs, key)} != {getattr(config, key)}"
+                    " of the first checkpoint (members must share the architecture)"
+                )
+        name = f"member_{i}.pt"
+        torch.save(_fp16(state), out / name)
+        run = _run_record(state, path)
+        entries.append({"file": name, "checkpoint": str(path), **run})
+        runs += [*state.get("history", []), run]
+    return entries, runs
+
+
+def export(
+    ckpt: Path,
+    out: Path,
+    extra: dict | None = None,
+    inference: dict | None = None,
+    members: list[Path] | None = None,
+) -> Path:
+    """Write out/model.pt and out/model.json from a training checkpoint; returns the weights path.
+
+    `inference` overrides model-config keys that only steer inference (such as local_fraction,
+    the local pass around the newest click), chosen by validation after training. `members`:
+    further checkpoints of the same architecture that answer with it as one ensemble
+    (model/ensemble.py); the card lists them and its totals count every run of their lineages
+    once.
+    """
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    config = ModelConfig.from_dict({**state["model_config"], **(inference or {})})
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("member_*.pt"):  # a folder re-exported with fewer members
+        stale.unlink()
+    weights = _fp16(state)
+    torch.save(weights, out / WEIGHTS_FILE)
+    member_entries, member_runs = _export_members(list(members or []), config, out)
+    metrics_file = ckpt.parent / "metrics.jsonl"
+    val = []
+    if metrics_file.exists():
+        val = [json.loads(line) for line in metrics_file.read_text().splitlines() if "val_score" in line]
+    history = [*state.get("history", []), _run_record(state, ckpt)]
+    counted = {}  # every run once: the members share the lineage before their own runs
+    for r in [*history, *member_runs]:
+        counted.setdefault((r["run"], r["samples"], r["hours"]), r)
     card = {
         "format": "fp16 state_dict of model.network.ResEncUNet; load with torch.load(weights_only=True)",
         "channel_order": list(config.channels),
@@ -57,9 +104,10 @@ def export(ckpt: Path, out: Path, extra: dict | None = None, inference: dict | N
         },
         "training_history": history,
         "training_totals": {
-            "hours": round(sum(r["hours"] for r in history), 3),
-            "samples": sum(r["samples"] for r in history),
+            "hours": round(sum(r["hours"] for r in counted.values()), 3),
+            "samples": sum(r["samples"] for r in counted.values()),
         },
+        **({"members": member_entries} if member_entries else {}),
         "validation_grid_dice_during_training": val[-5:],
         **(extra or {}),
     }
@@ -79,9 +127,15 @@ def main(argv: list[str] | None = None) -> None:
         type=json.loads,
         help="model-config keys that steer inference, e.g. '{\"local_fraction\": 0.4}'",
     )
+    parser.add_argument(
+        "--members",
+        type=Path,
+        nargs="+",
+        help="further checkpoints of the same architecture, averaged with --ckpt as one ensemble",
+    )
     args = parser.parse_args(argv)
     extra = json.loads(args.card_extra.read_text()) if args.card_extra else None
-    path = export(args.ckpt, args.out, extra, args.inference)
+    path = export(args.ckpt, args.out, extra, args.inference, args.members)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {args.out / CARD_FILE}")
 
 
