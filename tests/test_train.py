@@ -176,8 +176,9 @@ def test_run_without_real_data_warns_and_trains_on_synthetic(tmp_path, tiny_trai
 
 
 def test_command_line_overrides_the_config_file(tmp_path, monkeypatch) -> None:
-    """--threads, --samples, --max-minutes and --out-dir replace the file's values (a run is
-    restarted with one thread while a validation shares the cores); --no-resume is passed on."""
+    """--threads, --samples, --max-minutes, --out-dir and --init-from replace the file's values (a
+    run is restarted with one thread while a validation shares the cores, a GPU run starts from a
+    widened folder); --no-resume is passed on."""
     from model.training import train as train_mod
 
     cfg_file = tmp_path / "run.json"
@@ -197,16 +198,25 @@ def test_command_line_overrides_the_config_file(tmp_path, monkeypatch) -> None:
             "3",
             "--out-dir",
             "runs/b",
+            "--init-from",
+            "runs/wide",
             "--no-resume",
         ]
     )
     (plain, resume_a), (over, resume_b) = seen
-    assert (plain.threads, plain.samples, plain.out_dir, resume_a) == (2, 100, "runs/a", True)
-    assert (over.threads, over.samples, over.max_minutes, over.out_dir, resume_b) == (
+    assert (plain.threads, plain.samples, plain.out_dir, plain.init_from, resume_a) == (
+        2,
+        100,
+        "runs/a",
+        "weights",
+        True,
+    )
+    assert (over.threads, over.samples, over.max_minutes, over.out_dir, over.init_from, resume_b) == (
         1,
         50,
         3,
         "runs/b",
+        "runs/wide",
         False,
     )
 

@@ -536,6 +536,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, help="override the run's length in samples")
     parser.add_argument("--out-dir", help="override the run folder")
     parser.add_argument(
+        "--init-from", help="override the weights folder a new run starts from (e.g. a widened one)"
+    )
+    parser.add_argument(
         "--threads", type=int, help="override torch threads (1 while a validation shares 2 cores)"
     )
     args = parser.parse_args(argv)
@@ -546,6 +549,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.samples = args.samples
     if args.out_dir:
         cfg.out_dir = args.out_dir
+    if args.init_from:
+        cfg.init_from = args.init_from
     if args.threads is not None:
         cfg.threads = args.threads
     train(cfg, resume=not args.no_resume)
