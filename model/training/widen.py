@@ -1,6 +1,6 @@
 """Grow the shipped network wider without losing what it learned: the next step in capacity.
 
-`python -m model.training.widen --weights weights --features 16 32 64 128 256 --out runs/wide/start`
+`python -m model.training.widen --weights weights --features 12 24 48 96 192 --out runs/wide12`
 writes a weights folder (model.pt + model.json) whose network has more channels per stage and
 computes exactly the function of the one it came from; a run that names it as `init_from` then
 trains the added channels from there (docs/training.md, "A wider network").
@@ -30,6 +30,9 @@ from torch import nn
 from model.config import ModelCard, ModelConfig
 from model.network import ResEncUNet
 from model.predictor import CARD_FILE, WEIGHTS_FILE, read_weights
+
+# card keys that stay true of the widened network
+CARRIED = ("format", "channel_order", "normalisation", "output", "training_history", "training_totals")
 
 
 def _concat_inputs(net: ResEncUNet) -> set[nn.Module]:
@@ -91,9 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.half() if v.is_floating_point() else v for k, v in new.state_dict().items()}
     torch.save(weights, args.out / WEIGHTS_FILE)
-    # the training history carries over (its hours and samples are in these weights); the
-    # validation figures do not: they belong to the narrower network's answers
-    kept = {k: v for k, v in card.card.items() if k in ("training_history", "training_totals")}
+    # the description and the training history carry over (its hours and samples are in these
+    # weights); the validation figures do not: they belong to the narrower network's answers
+    kept = {k: v for k, v in card.card.items() if k in CARRIED}
     info = {
         "widened_from": {"weights": str(args.weights), "features": list(card.config.features)},
         "parameters": sum(v.numel() for v in weights.values()),
