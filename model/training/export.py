@@ -21,8 +21,9 @@ from model.predictor import CARD_FILE, WEIGHTS_FILE
 ARCHITECTURE_KEYS = ("channels", "features", "blocks_per_stage", "grid")
 
 
-def _fp16(state: dict) -> dict[str, torch.Tensor]:
-    return {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+def fp16_weights(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A network state dict as the shipped weights store it: floating tensors in fp16."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in model_state.items()}
 
 
 def _run_record(state: dict, ckpt: Path) -> dict:
@@ -49,7 +50,7 @@ def _export_members(members: list[Path], config: ModelConfig, out: Path) -> tupl
                     " of the first checkpoint (members must share the architecture)"
                 )
         name = f"member_{i}.pt"
-        torch.save(_fp16(state), out / name)
+        torch.save(fp16_weights(state["model"]), out / name)
         run = _run_record(state, path)
         entries.append({"file": name, "checkpoint": str(path), **run})
         runs += [*state.get("history", []), run]
@@ -76,7 +77,7 @@ def export(
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("member_*.pt"):  # a folder re-exported with fewer members
         stale.unlink()
-    weights = _fp16(state)
+    weights = fp16_weights(state["model"])
     torch.save(weights, out / WEIGHTS_FILE)
     member_entries, member_runs = _export_members(list(members or []), config, out)
     metrics_file = ckpt.parent / "metrics.jsonl"

@@ -30,6 +30,7 @@ from torch import nn
 from model.config import ModelCard, ModelConfig
 from model.network import ResEncUNet
 from model.predictor import CARD_FILE, WEIGHTS_FILE, read_weights
+from model.training.export import fp16_weights
 
 # card keys that stay true of the widened network
 CARRIED = ("format", "channel_order", "normalisation", "output", "training_history", "training_totals")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     config = replace(card.config, features=tuple(args.features))
     new = widen(old.eval(), card.config, config.features, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.half() if v.is_floating_point() else v for k, v in new.state_dict().items()}
+    weights = fp16_weights(new.state_dict())
     torch.save(weights, args.out / WEIGHTS_FILE)
     # the description and the training history carry over (its hours and samples are in these
     # weights); the validation figures do not: they belong to the narrower network's answers
