@@ -224,6 +224,13 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
+def network_from_state(config: ModelConfig, state: dict[str, torch.Tensor]) -> ResEncUNet:
+    """The network of `config` holding `state` (one member of a weights folder)."""
+    net = ResEncUNet(config)
+    net.load_state_dict(state)
+    return net
+
+
 def member_files(card: ModelCard, weights_dir: Path) -> list[Path]:
     """The further networks of an ensemble folder (the card's ``members``, each a state dict of the
     same architecture beside model.pt); empty for a single network. A listed file that is missing
@@ -254,10 +261,7 @@ class Predictor:
         card, state = read_weights(weights_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         states = [state, *(_load_state(f) for f in member_files(card, weights_dir))]
-        nets = []
-        for s in states:
-            nets.append(ResEncUNet(card.config))
-            nets[-1].load_state_dict(s)
+        nets = [network_from_state(card.config, s) for s in states]
         net = (nets[0] if len(nets) == 1 else ProbabilityMean(nets)).to(device)
         if device.startswith("cuda"):
             net = net.half()

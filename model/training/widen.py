@@ -29,7 +29,7 @@ from torch import nn
 
 from model.config import ModelCard, ModelConfig
 from model.network import ResEncUNet
-from model.predictor import CARD_FILE, WEIGHTS_FILE, read_weights
+from model.predictor import CARD_FILE, WEIGHTS_FILE, network_from_state, read_weights
 from model.training.export import fp16_weights
 
 # card keys that stay true of the widened network
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     card, state = read_weights(args.weights)
-    old = ResEncUNet(card.config)
-    old.load_state_dict(state)
+    old = network_from_state(card.config, state)
     config = replace(card.config, features=tuple(args.features))
     new = widen(old.eval(), card.config, config.features, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
