@@ -19,8 +19,8 @@ def _legacy_pick(n: int) -> int:
     return idx
 
 
-def _reference_click(pred: np.ndarray, gt: np.ndarray):
-    """The rule written out plainly on the full volume (scipy EDT, 25 % padding)."""
+def _largest_error(pred: np.ndarray, gt: np.ndarray):
+    """The largest 26-connected error component, its bounding box and the rule's 25 % padding."""
     import cc3d
 
     error = pred != gt
@@ -33,21 +33,32 @@ def _reference_click(pred: np.ndarray, gt: np.ndarray):
     coords = np.argwhere(comp)
     lo, hi = coords.min(0), coords.max(0) + 1
     pad = np.maximum(((hi - lo) * 0.25).astype(int), 1)
-    crop = np.zeros(tuple(hi - lo + 2 * pad), np.uint8)
-    crop[tuple(slice(p, p + s) for p, s in zip(pad, hi - lo, strict=True))] = comp[
-        tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    ]
-    dist = ndimage.distance_transform_edt(crop)
+    return comp, lo, hi, pad
+
+
+def _click_at_deepest(comp, lo, hi, dist_in_box, gt):
+    """The click at the (legacy-drawn) maximum of the distance inside the component."""
     full = np.zeros(comp.shape)
-    full[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = dist[
-        tuple(slice(p, p + s) for p, s in zip(pad, hi - lo, strict=True))
-    ]
+    full[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = dist_in_box
     full *= comp
     if full.sum() == 0:
         full = comp
     maxima = np.argwhere(full == full.max())
     c = tuple(int(v) for v in maxima[_legacy_pick(len(maxima))])
     return ("fg" if gt[c] else "bg"), c
+
+
+def _reference_click(pred: np.ndarray, gt: np.ndarray):
+    """The rule written out plainly on the full volume (scipy EDT, 25 % padding)."""
+    found = _largest_error(pred, gt)
+    if found is None:
+        return None
+    comp, lo, hi, pad = found
+    inner = tuple(slice(p, p + s) for p, s in zip(pad, hi - lo, strict=True))
+    crop = np.zeros(tuple(hi - lo + 2 * pad), np.uint8)
+    crop[inner] = comp[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    dist = ndimage.distance_transform_edt(crop)
+    return _click_at_deepest(comp, lo, hi, dist[inner], gt)
 
 
 def test_identical_masks_give_none():
@@ -133,18 +144,10 @@ def test_matches_the_plain_rule_on_random_error_maps(monkeypatch, large_path):
 
 def _reference_click_large(pred, gt):
     """Plain rule of the >60M path: max-pool the padded crop 2x2x2 (zero-padded), EDT, repeat."""
-    import cc3d
-
-    error = pred != gt
-    if not error.any():
+    found = _largest_error(pred, gt)
+    if found is None:
         return None
-    lab = cc3d.connected_components(error.astype(np.uint8), connectivity=26)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    comp = lab == np.argmax(sizes)
-    coords = np.argwhere(comp)
-    lo, hi = coords.min(0), coords.max(0) + 1
-    pad = np.maximum(((hi - lo) * 0.25).astype(int), 1)
+    comp, lo, hi, pad = found
     shape = hi - lo + 2 * pad
     if np.prod(shape) <= 500:
         return _reference_click(pred, gt)
@@ -157,14 +160,7 @@ def _reference_click_large(pred, gt):
             for c in (0, 1):
                 pooled = np.maximum(pooled, crop[a::2, b::2, c::2])
     dist = ndimage.distance_transform_edt(pooled).repeat(2, 0).repeat(2, 1).repeat(2, 2)
-    full = np.zeros(comp.shape)
-    full[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = dist[inner]
-    full *= comp
-    if full.sum() == 0:
-        full = comp
-    maxima = np.argwhere(full == full.max())
-    c = tuple(int(v) for v in maxima[_legacy_pick(len(maxima))])
-    return ("fg" if gt[c] else "bg"), c
+    return _click_at_deepest(comp, lo, hi, dist[inner], gt)
 
 
 def test_edt_squared_distances_equal_scipy():
