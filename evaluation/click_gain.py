@@ -10,7 +10,10 @@ their box step; over the no-box cases, the gain from the first to the fifth clic
 predicted/true volume per object at the final step; and, per object of the boxed cases (from the
 saved steps, `all_segs`), the DSC gain from the box step to the fifth click by object size. A
 case's DSC is the mean over its objects, so a case-level gain hides which objects the clicks
-help: this shows it.
+help: this shows it. For the cases saved without a box step (a clicks-only start), it prints the
+predicted/true volume per object after the first click, by object size: how much of an object a
+single click finds, which moves the clicks-only AUCs most (a large object found too small at the
+first click costs every later step).
 """
 
 from __future__ import annotations
@@ -67,19 +70,53 @@ def object_gains(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]:
     return out
 
 
+def first_click_ratios(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]:
+    """(true voxels, predicted / true voxels after the first click) per object of every case
+    saved without a box step (five steps: a clicks-only start)."""
+    out = []
+    for saved, gts in saved_cases(segs_dir, gts_dir):
+        steps = saved.get("all_segs")
+        if steps is None or len(steps) != 5:
+            continue
+        for ordinal, label in enumerate(np.unique(gts)[1:], start=1):  # relabelled 1..N
+            n = int((gts == label).sum())
+            out.append((n, int((steps[0] == ordinal).sum()) / n))
+    return out
+
+
+def _by_size(values: list[tuple[int, float]]) -> Iterator[tuple[str, list[float]]]:
+    """(band name, the values of its objects) for each of SIZE_BANDS that has objects."""
+    for lo, hi in SIZE_BANDS:
+        band = [v for n, v in values if n >= lo and (hi is None or n < hi)]
+        if band:
+            yield (f"{lo}-{hi}" if hi else f">= {lo}"), band
+
+
 def size_lines(gains: list[tuple[int, float]]) -> list[str]:
     """The per-object gains summed up by SIZE_BANDS, one printed line per band that has objects."""
     if not gains:
         return []
     lines = [f"per object of the boxed cases ({len(gains)}), DSC gain box -> click5 by true voxels:"]
-    for lo, hi in SIZE_BANDS:
-        band = [g for n, g in gains if n >= lo and (hi is None or n < hi)]
-        if band:
-            name = f"{lo}-{hi}" if hi else f">= {lo}"
-            worse = sum(g < -0.02 for g in band)
-            lines.append(
-                f"  {name:>13}: {len(band):4d} objects, mean {np.mean(band):+.3f}, {worse} worse by > 0.02"
-            )
+    for name, band in _by_size(gains):
+        worse = sum(g < -0.02 for g in band)
+        lines.append(
+            f"  {name:>13}: {len(band):4d} objects, mean {np.mean(band):+.3f}, {worse} worse by > 0.02"
+        )
+    return lines
+
+
+def first_click_lines(ratios: list[tuple[int, float]]) -> list[str]:
+    """The first-click volume ratios summed up by SIZE_BANDS (median and range per band)."""
+    if not ratios:
+        return []
+    lines = [
+        f"per object of the no-box cases ({len(ratios)}), predicted/true volume after click1 by true voxels:"
+    ]
+    for name, band in _by_size(ratios):
+        lines.append(
+            f"  {name:>13}: {len(band):4d} objects, median {np.median(band):.2f} "
+            f"(min {min(band):.2f}, max {max(band):.2f})"
+        )
     return lines
 
 
@@ -91,15 +128,15 @@ def report_lines(run: Path, gts: Path | None = None) -> list[str]:
     boxed = [r for r in rows if r.get("Has_Boxes", "True") in ("True", "1", "true")]
     nobox = [r for r in rows if r not in boxed]
     gains = {r["CaseName"]: float(r["DSC_6"]) - float(r["DSC_1"]) for r in boxed}
-    lines = [f"boxed cases: {len(boxed)}; mean DSC gain box -> click5: {np.mean(list(gains.values())):+.3f}"]
+    lines = [f"boxed cases: {len(boxed)}"]
     if boxed:
+        lines[0] += f"; mean DSC gain box -> click5: {np.mean(list(gains.values())):+.3f}"
         steps = [np.mean([float(r[f"DSC_{i}"]) for r in boxed]) for i in range(1, 7)]
         lines.append("mean DSC per step (box, clicks 1-5): " + " ".join(f"{d:.3f}" for d in steps))
-    worst = min(gains, key=gains.get) if gains else None
-    if worst:
+        worst = min(gains, key=gains.get)
         lines.append(f"worst change: {worst} {gains[worst]:+.3f}")
-    drops = {n: g for n, g in gains.items() if g < -0.02}
-    lines.append(f"boxed cases more than 0.02 worse after 5 clicks: {len(drops)} {sorted(drops)}")
+        drops = {n: g for n, g in gains.items() if g < -0.02}
+        lines.append(f"boxed cases more than 0.02 worse after 5 clicks: {len(drops)} {sorted(drops)}")
     if nobox:
         g = [float(r["DSC_6"]) - float(r["DSC_2"]) for r in nobox]
         lines.append(f"no-box cases: {len(nobox)}; mean DSC gain click1 -> click5: {np.mean(g):+.3f}")
@@ -111,6 +148,7 @@ def report_lines(run: Path, gts: Path | None = None) -> list[str]:
             head = f"predicted/true volume per object ({len(ratios)})"
             lines.append(f"{head}: median {q[1]:.2f} (IQR {q[0]:.2f}-{q[2]:.2f})")
         lines += size_lines(object_gains(run / "segs", gts))
+        lines += first_click_lines(first_click_ratios(run / "segs", gts))
     return lines
 
 

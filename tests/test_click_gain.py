@@ -6,7 +6,15 @@ import csv
 
 import numpy as np
 
-from evaluation.click_gain import main, object_gains, size_lines, volume_ratios
+from evaluation.click_gain import (
+    first_click_lines,
+    first_click_ratios,
+    main,
+    object_gains,
+    report_lines,
+    size_lines,
+    volume_ratios,
+)
 
 
 def _run(tmp_path):
@@ -66,3 +74,41 @@ def test_object_gains_by_size(tmp_path) -> None:
     assert "1000-10000:    1 objects, mean +0.000, 0 worse by > 0.02" in lines[2]
     assert len(lines) == 3  # no line for the empty bands
     assert size_lines([]) == []
+
+
+def test_first_click_volume_by_size(tmp_path) -> None:
+    """A clicks-only case (five saved steps): the small object is found twice too big at the first
+    click, the large one a tenth; a case with a box step (six steps) is left out."""
+    segs, gts = tmp_path / "segs", tmp_path / "gts"
+    segs.mkdir()
+    gts.mkdir()
+    gt = np.zeros((4, 40, 40), np.uint8)
+    gt[:, :2, :2] = 3  # 16 voxels, relabelled 1
+    gt[:, 10:40, :] = 7  # 4 800 voxels, relabelled 2
+    steps = np.zeros((5, *gt.shape), np.uint8)
+    steps[0, :, :4, :2] = 1  # 32 voxels: ratio 2
+    steps[0, :, 10:13, :] = 2  # 480 voxels: ratio 0.1
+    np.savez(gts / "a.npz", gts=gt)
+    np.savez(segs / "a.npz", segs=steps[4], all_segs=steps)
+    np.savez(gts / "b.npz", gts=gt)
+    np.savez(segs / "b.npz", segs=steps[4], all_segs=np.concatenate([steps[:1], steps]))
+    ratios = first_click_ratios(segs, gts)
+    assert ratios == [(16, 2.0), (4800, 0.1)]
+    lines = first_click_lines(ratios + [(20, 1.0)])
+    assert lines[0].startswith("per object of the no-box cases (3)")
+    assert "0-1000:    2 objects, median 1.50 (min 1.00, max 2.00)" in lines[1]
+    assert "1000-10000:    1 objects, median 0.10 (min 0.10, max 0.10)" in lines[2]
+    assert len(lines) == 3
+    assert first_click_lines([]) == []
+
+
+def test_a_clicks_only_run_prints_no_boxed_figures(tmp_path) -> None:
+    """A run of no-box cases only (a clicks-only sweep) reports its click gain and no boxed means."""
+    run = tmp_path / "model"
+    run.mkdir()
+    with (run / "metrics.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["CaseName", "Has_Boxes", *(f"DSC_{i}" for i in range(1, 7))])
+        w.writerow(["c.npz", 0, 0.0, 0.2, 0.3, 0.3, 0.4, 0.5])
+    lines = report_lines(run)
+    assert lines == ["boxed cases: 0", "no-box cases: 1; mean DSC gain click1 -> click5: +0.300"]
