@@ -51,22 +51,29 @@ def volume_ratios(segs_dir: Path, gts_dir: Path) -> list[float]:
 SIZE_BANDS = ((0, 1_000), (1_000, 10_000), (10_000, 100_000), (100_000, None))  # true voxels
 
 
+def _objects_of_saved_steps(
+    segs_dir: Path, gts_dir: Path, n_steps: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """(true mask, the saved steps' label maps, the object's label in them) per object of every
+    case saved with `n_steps` steps (`all_segs`: six with a box step, five for a clicks-only
+    start)."""
+    for saved, gts in saved_cases(segs_dir, gts_dir):
+        steps = saved.get("all_segs")
+        if steps is None or len(steps) != n_steps:
+            continue
+        for ordinal, label in enumerate(np.unique(gts)[1:], start=1):  # relabelled 1..N
+            yield gts == label, steps, ordinal
+
+
 def object_gains(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]:
     """(true voxels, DSC after the fifth click minus DSC after the box step) per object of every
     case whose saved steps include a box step (six steps)."""
     out = []
-    for saved, gts in saved_cases(segs_dir, gts_dir):
-        steps = saved.get("all_segs")
-        if steps is None or len(steps) != 6:
-            continue
-        for ordinal, label in enumerate(np.unique(gts)[1:], start=1):  # relabelled 1..N
-            true = gts == label
-            n = int(true.sum())
-            dsc = [
-                2 * int((true & (st == ordinal)).sum()) / (n + int((st == ordinal).sum()))
-                for st in (steps[0], steps[5])
-            ]
-            out.append((n, dsc[1] - dsc[0]))
+    for true, steps, label in _objects_of_saved_steps(segs_dir, gts_dir, 6):
+        n = int(true.sum())
+        pred = [steps[0] == label, steps[5] == label]
+        dsc = [2 * int((true & p).sum()) / (n + int(p.sum())) for p in pred]
+        out.append((n, dsc[1] - dsc[0]))
     return out
 
 
@@ -74,13 +81,9 @@ def first_click_ratios(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]
     """(true voxels, predicted / true voxels after the first click) per object of every case
     saved without a box step (five steps: a clicks-only start)."""
     out = []
-    for saved, gts in saved_cases(segs_dir, gts_dir):
-        steps = saved.get("all_segs")
-        if steps is None or len(steps) != 5:
-            continue
-        for ordinal, label in enumerate(np.unique(gts)[1:], start=1):  # relabelled 1..N
-            n = int((gts == label).sum())
-            out.append((n, int((steps[0] == ordinal).sum()) / n))
+    for true, steps, label in _objects_of_saved_steps(segs_dir, gts_dir, 5):
+        n = int(true.sum())
+        out.append((n, int((steps[0] == label).sum()) / n))
     return out
 
 
