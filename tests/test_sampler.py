@@ -180,6 +180,30 @@ def test_small_bias_draws_small_objects_more_often() -> None:
     assert 0.4 < uniform < 0.6 and biased > 0.9
 
 
+def test_click_starts_draw_their_objects_with_their_own_small_bias() -> None:
+    """p_small_click replaces p_small for click starts only: with p_small 1 and p_small_click 0,
+    click starts take the big object about half of the time, box starts almost never."""
+    gts = np.zeros((20, 40, 40), np.uint8)
+    gts[:, :, :30] = 1  # a big object
+    gts[8:10, 18:20, 35:37] = 2  # a small one
+    vol = Volume("v", np.full(gts.shape, 100, np.uint8), gts, (1.0, 1.0, 1.0))
+
+    def small_share(p_box: float, p_small_click: float | None) -> float:
+        rng = np.random.default_rng(0)
+        drawn = [
+            make_sample(
+                vol, rng, CFG, p_box=p_box, p_small=1.0, keep_native=True, p_small_click=p_small_click
+            )
+            for _ in range(200)
+        ]
+        labels = [s.native.label for s in drawn if s is not None and s.native is not None]
+        return float(np.mean([lab == 2 for lab in labels]))
+
+    assert small_share(p_box=0.0, p_small_click=None) > 0.9
+    assert 0.35 < small_share(p_box=0.0, p_small_click=0.0) < 0.65
+    assert small_share(p_box=1.0, p_small_click=0.0) > 0.9
+
+
 def _organ_tumour_object() -> Volume:
     gts = np.zeros((20, 30, 40), np.uint8)
     gts[2:14, 2:20, 2:20] = 1  # an organ

@@ -129,12 +129,15 @@ def make_sample(
     p_nested: float = 0.0,
     keep_native: bool = False,
     first_step: bool = True,
+    p_small_click: float | None = None,
 ) -> Sample | None:
     """A random object of `vol` prepared as inference would see it at its first step.
 
     Starts with the challenge box (p_box), a viewer's one-slice box (p_box2d), else a first
-    click only. p_small and p_nested bias the object drawn (`pick_label`). keep_native keeps the
-    volume view, so a local sample can be cut from it later.
+    click only. p_small and p_nested bias the object drawn (`pick_label`); p_small_click, where
+    given, replaces p_small for a click start: one click tells no size, so the sizes a click start
+    is trained on are the sizes its answer leans to (docs/validation.md, the first click's volume
+    by object size). keep_native keeps the volume view, so a local sample can be cut from it later.
 
     first_step: whether the sample is a first step (no previous mask) or will become a click
     step. It sets a click start's ROI as inference sets it: at a first step one click tells
@@ -155,6 +158,12 @@ def make_sample(
     grid = config.grid
     r = rng.random()
     start = "box" if r < p_box else "box2d" if r < p_box + p_box2d else "click"
+    if start == "click" and p_small_click is not None and p_small_click != p_small:
+        # drawn again here, after the start, so that without p_small_click the stream is unchanged
+        label = pick_label(vol, rng, p_small_click, p_nested)
+        mask = gts == label
+        if not mask.any():
+            return None
     if start == "box":
         prompts = ClassPrompts(label=1, box=box_from_mask(mask, rng))
     elif start == "box2d":

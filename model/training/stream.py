@@ -33,6 +33,7 @@ class StreamConfig:
     p_box: float
     p_box2d: float
     p_small: float
+    p_small_click: float | None
     p_nested: float
     p_first: float
     p_local: float
@@ -101,6 +102,7 @@ def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: St
             mix.p_nested,
             keep_native=True,
             first_step=first,
+            p_small_click=mix.p_small_click,
         )
         if s is not None:
             break
