@@ -180,28 +180,51 @@ def test_small_bias_draws_small_objects_more_often() -> None:
     assert 0.4 < uniform < 0.6 and biased > 0.9
 
 
-def test_click_starts_draw_their_objects_with_their_own_small_bias() -> None:
-    """p_small_click replaces p_small for click starts only: with p_small 1 and p_small_click 0,
-    click starts take the big object about half of the time, box starts almost never."""
-    gts = np.zeros((20, 40, 40), np.uint8)
-    gts[:, :, :30] = 1  # a big object
-    gts[8:10, 18:20, 35:37] = 2  # a small one
-    vol = Volume("v", np.full(gts.shape, 100, np.uint8), gts, (1.0, 1.0, 1.0))
+def _large_block() -> Volume:
+    """One object far larger than its first click's neighbourhood, in a volume with room around
+    it for any ROI: a 20 x 40 x 40 mm block."""
+    gts = np.zeros((64, 128, 128), np.uint8)
+    gts[22:42, 44:84, 44:84] = 1
+    imgs = np.where(gts > 0, 180, 60).astype(np.uint8)
+    return Volume("block", imgs, gts, (1.0, 1.0, 1.0))
 
-    def small_share(p_box: float, p_small_click: float | None) -> float:
+
+def test_a_partial_click_step_starts_from_a_part_of_the_object_and_its_roi_follows_the_part() -> None:
+    """p_partial: a click start's click step keeps a part of the object around the first click as
+    its previous mask, and its ROI is sized by that part (so the object reaches past it), as
+    inference sizes it after a first click that found too little."""
+    vol = _large_block()
+
+    def draw(p_partial: float) -> list:
         rng = np.random.default_rng(0)
-        drawn = [
-            make_sample(
-                vol, rng, CFG, p_box=p_box, p_small=1.0, keep_native=True, p_small_click=p_small_click
-            )
-            for _ in range(200)
-        ]
-        labels = [s.native.label for s in drawn if s is not None and s.native is not None]
-        return float(np.mean([lab == 2 for lab in labels]))
+        kw = {"p_box": 0.0, "first_step": False, "p_partial": p_partial}
+        return [s for s in (make_sample(vol, rng, CFG, **kw) for _ in range(30)) if s is not None]
 
-    assert small_share(p_box=0.0, p_small_click=None) > 0.9
-    assert 0.35 < small_share(p_box=0.0, p_small_click=0.0) < 0.65
-    assert small_share(p_box=1.0, p_small_click=0.0) > 0.9
+    whole, partial = draw(0.0), draw(1.0)
+    assert all(s.part is None for s in whole)
+    assert len(partial) >= 25 and all(s.part is not None for s in partial)
+    for s in partial:
+        assert s.part.shape == G and s.part.any()
+        assert not (s.part & ~s.target).any()  # a part of the object, nothing outside it
+        assert s.part.sum() < s.target.sum()  # an error left for the clicks
+    # the part's ROI is smaller than the object's: the object fills more of the grid and reaches
+    # its faces more often (where inference zooms out)
+    assert np.mean([s.target.mean() for s in partial]) > np.mean([s.target.mean() for s in whole])
+    assert np.mean([_reaches_a_face(s.target) for s in partial]) > np.mean(
+        [_reaches_a_face(s.target) for s in whole]
+    )
+
+
+def _reaches_a_face(mask: np.ndarray) -> bool:
+    return any(np.take(mask, i, axis=ax).any() for ax in range(3) for i in (0, -1))
+
+
+def test_the_first_step_and_box_starts_ignore_p_partial() -> None:
+    vol = _large_block()
+    rng = np.random.default_rng(1)
+    for kw in ({"p_box": 0.0, "first_step": True}, {"p_box": 1.0, "first_step": False}):
+        drawn = [make_sample(vol, rng, CFG, p_partial=1.0, **kw) for _ in range(10)]
+        assert all(s is None or s.part is None for s in drawn)
 
 
 def _organ_tumour_object() -> Volume:

@@ -45,6 +45,21 @@ def test_items_of_every_kind(pool) -> None:
     assert clicked and all(it.region.any() for it in clicked)
 
 
+def test_partial_click_steps_start_from_a_part_of_the_object() -> None:
+    """With p_partial 1, every click start's click step plays its clicks from a part of the
+    object: the mask the network sees never holds a voxel outside the object (a corruption
+    such as a dilation, a blob or a shift would)."""
+    gts = np.zeros((32, 64, 64), np.uint8)
+    gts[6:26, 12:52, 12:52] = 1
+    vol = Volume("block", np.where(gts > 0, 180, 60).astype(np.uint8), gts, (1.0, 1.0, 1.0))
+    mix = TrainConfig(p_box=0.0, p_box2d=0.0, p_first=0.0, p_local=0.0, p_partial=1.0).stream()
+    rng = np.random.default_rng(0)
+    items = [make_item(Pool([vol], [], 0.0), rng, CFG, mix) for _ in range(12)]
+    assert all(it.kind == "click" and it.prev is not None for it in items)
+    assert all(not (it.prev & ~it.sample.target).any() for it in items)
+    assert all(it.region.any() and not (it.region & it.prev).any() for it in items)  # clicks add
+
+
 def test_stream_workers_differ_and_collate_keeps_lists(pool) -> None:
     loader = torch.utils.data.DataLoader(
         ItemStream(pool, CFG, TrainConfig().stream(), seed=3), batch_size=3, num_workers=2, collate_fn=collate

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,7 @@ class Sample:
     spacing: tuple[float, float, float]  # mm per grid voxel
     start: str = "box"  # "box" (the challenge's), "box2d" (a viewer's one slice) or "click"
     native: Native | None = None  # where the sample came from, for a local view; never batched
+    part: np.ndarray | None = None  # (z,y,x) bool: a previous mask that is a part of the object
 
 
 @dataclass
@@ -129,15 +131,13 @@ def make_sample(
     p_nested: float = 0.0,
     keep_native: bool = False,
     first_step: bool = True,
-    p_small_click: float | None = None,
+    p_partial: float = 0.0,
 ) -> Sample | None:
     """A random object of `vol` prepared as inference would see it at its first step.
 
     Starts with the challenge box (p_box), a viewer's one-slice box (p_box2d), else a first
-    click only. p_small and p_nested bias the object drawn (`pick_label`); p_small_click, where
-    given, replaces p_small for a click start: one click tells no size, so the sizes a click start
-    is trained on are the sizes its answer leans to (docs/validation.md, the first click's volume
-    by object size). keep_native keeps the volume view, so a local sample can be cut from it later.
+    click only. p_small and p_nested bias the object drawn (`pick_label`). keep_native keeps the
+    volume view, so a local sample can be cut from it later.
 
     first_step: whether the sample is a first step (no previous mask) or will become a click
     step. It sets a click start's ROI as inference sets it: at a first step one click tells
@@ -147,6 +147,15 @@ def make_sample(
     An object-sized ROI at a first step would teach the network to read the object's size from
     the ROI, which inference never gives it: small lesions started from a click came out many
     times too big.
+
+    p_partial: the share of a click start's click steps whose previous mask is only a part of the
+    object around the first click (`partial_mask`), as a first click on a large object leaves
+    it, and whose ROI follows that part as inference's does, zoomed out 0 to max_zoom_out times
+    where the object reaches its faces. With object-sized ROIs alone at click steps, the network
+    learned the object's size from the ROI: at inference a too-small previous mask then sizes
+    the ROI, the answer keeps to a tenth or so of it, never reaches its faces to zoom out, and a
+    large object grows only as far as the next click reaches (docs/validation.md, run cpu25p).
+    The part is kept on the grid (`Sample.part`), to be the previous mask instead of a corruption.
     """
     if vol.n_classes == 0:
         return None
@@ -158,12 +167,6 @@ def make_sample(
     grid = config.grid
     r = rng.random()
     start = "box" if r < p_box else "box2d" if r < p_box + p_box2d else "click"
-    if start == "click" and p_small_click is not None and p_small_click != p_small:
-        # drawn again here, after the start, so that without p_small_click the stream is unchanged
-        label = pick_label(vol, rng, p_small_click, p_nested)
-        mask = gts == label
-        if not mask.any():
-            return None
     if start == "box":
         prompts = ClassPrompts(label=1, box=box_from_mask(mask, rng))
     elif start == "box2d":
@@ -172,12 +175,17 @@ def make_sample(
         _, first = simulate_click(np.zeros_like(mask), mask)  # the evaluator's first click
         prompts = ClassPrompts(label=1, fg=[first])
     extent = object_extent(prompts, None, spacing)  # type: ignore[arg-type]
+    part = None
     if start == "click" and not first_step:  # the ROI of a click step follows its previous mask
         zs, ys, xs = np.nonzero(mask)
         extent = (np.array([zs.min(), ys.min(), xs.min()]), np.array([zs.max(), ys.max(), xs.max()]))
+        if p_partial > 0 and rng.random() < p_partial:
+            part = partial_mask(mask, extent, prompts.fg[0], spacing, rng)  # type: ignore[arg-type]
+            if part is not None:
+                extent = part[0], part[0] + np.array(part[1].shape) - 1  # the part's own box
     margin = config.box_margin * rng.uniform(0.75, 1.5)
     roi = choose_roi(mask.shape, spacing, extent, config, margin=margin)  # type: ignore[arg-type]
-    if start == "click" and first_step:
+    if start == "click" and (first_step or part is not None):
         for _ in range(int(rng.integers(0, config.max_zoom_out + 1))):
             grown = roi.zoomed_out(mask[roi.slices], config.zoom_factor)
             if grown is None:
@@ -195,7 +203,57 @@ def make_sample(
     )
     gsp = tuple(float(v) for v in roi.grid_spacing(spacing, grid))  # type: ignore[arg-type]
     native = Native(imgs, gts, label, spacing, roi, prompts.box) if keep_native else None  # type: ignore[arg-type]
-    return Sample(image, target, others, grid_prompts, gsp, start, native)  # type: ignore[arg-type]
+    grid_part = None if part is None else _part_on_grid(part[0], part[1], roi, grid)
+    if grid_part is not None and (not grid_part.any() or np.array_equal(grid_part, target)):
+        grid_part = None  # lost in the resampling, or no error left: a corruption instead
+    return Sample(image, target, others, grid_prompts, gsp, start, native, grid_part)  # type: ignore[arg-type]
+
+
+def partial_mask(
+    mask: np.ndarray,
+    extent: tuple[np.ndarray, np.ndarray],
+    click: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A part of the object around its first click, as a first click on a large object leaves
+    the mask: the object within a ball on the click (radius 15-60 % of the object's longest
+    side, in mm), the piece connected to the click. Returns (lo, the part cropped to its own
+    box), or None where the ball holds the whole object (no error to learn from).
+    """
+    lo, hi = extent
+    crop = mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi, strict=True))]
+    sp = np.asarray(spacing, float)
+    radius = rng.uniform(0.15, 0.6) * float(((hi - lo + 1) * sp).max())
+    c = np.asarray(click, float) - lo
+    grids = np.ogrid[tuple(slice(0, n) for n in crop.shape)]
+    d2 = sum(((g - ci) * s) ** 2 for g, ci, s in zip(grids, c, sp, strict=True))
+    inside = crop & (d2 <= radius**2)
+    labels = cc3d.connected_components(inside.astype(np.uint8), connectivity=26)
+    own = labels[tuple(int(v) for v in c)]
+    if own == 0:
+        return None
+    part = labels == own
+    if part.sum() == crop.sum():
+        return None
+    idx = np.argwhere(part)
+    plo, phi = idx.min(0), idx.max(0) + 1
+    return lo + plo, part[tuple(slice(a, b) for a, b in zip(plo, phi, strict=True))]
+
+
+def _part_on_grid(lo: np.ndarray, part: np.ndarray, roi: Roi, grid: tuple[int, int, int]) -> np.ndarray:
+    """A part mask placed at volume voxel `lo`, cut to `roi` and resampled to the grid as the
+    target is (`_cut`)."""
+    canvas = np.zeros(roi.size, np.float32)
+    src, dst = [], []
+    for a, n, r_lo, r_n in zip(lo, part.shape, roi.lo, roi.size, strict=True):
+        a0, a1 = max(int(a), r_lo), min(int(a) + n, r_lo + r_n)
+        if a1 <= a0:
+            return np.zeros(grid, bool)
+        src.append(slice(a0 - int(a), a1 - int(a)))
+        dst.append(slice(a0 - r_lo, a1 - r_lo))
+    canvas[tuple(dst)] = part[tuple(src)]
+    return resample_to_grid(torch.from_numpy(canvas)[None], grid)[0].numpy() > 0.5
 
 
 def _cut(

@@ -3,6 +3,7 @@
 Each item is one object at one interaction state, encoded exactly as inference encodes it:
 - a first step (the box, a viewer's one-slice box, or the first click), no previous mask;
 - or a click step: a previous mask corrupted from the ground truth (model/training/corrupt.py),
+  or for a share `p_partial` of the click starts a part of the object around the first click,
   one to `max_clicks` corrective clicks on its errors, and the error region the newest click
   addresses (the loss weights it); a share of these are cut as the predictor's local view
   around the newest click.
@@ -33,7 +34,7 @@ class StreamConfig:
     p_box: float
     p_box2d: float
     p_small: float
-    p_small_click: float | None
+    p_partial: float
     p_nested: float
     p_first: float
     p_local: float
@@ -102,7 +103,7 @@ def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: St
             mix.p_nested,
             keep_native=True,
             first_step=first,
-            p_small_click=mix.p_small_click,
+            p_partial=mix.p_partial,
         )
         if s is not None:
             break
@@ -114,7 +115,10 @@ def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: St
         prism = None
         if s.prompts.box is not None and s.start == "box":
             prism = box_channel(grid_roi(config), s.prompts.box, config.grid) > 0
-        start, _ = corrupt(s.target, s.others, np.asarray(s.spacing), rng, prism)
+        if s.part is not None:  # a part of the object around the first click (make_sample)
+            start = s.part
+        else:
+            start, _ = corrupt(s.target, s.others, np.asarray(s.spacing), rng, prism)
         n = int(rng.integers(1, mix.max_clicks + 1))
         prev, clicks, region = click_rounds(
             start, s.target, n, rng, lambda p, t: next_click(p, t, rng, mix.p_official_click)

@@ -64,9 +64,9 @@ class TrainConfig:
     p_box: float = 0.65
     p_box2d: float = 0.1
     p_small: float = 0.5
-    p_small_click: float | None = None  # p_small for click starts (sampler.make_sample); None = p_small
     p_nested: float = 0.15  # objects inside or nearly equal to another (sampler.pick_label)
     p_first: float = 0.25
+    p_partial: float = 0.0  # click starts' click steps from a part of the object (sampler.make_sample)
     p_local: float = 0.3
     max_clicks: int = 3
     p_own_rounds: float = 0.25
