@@ -298,8 +298,9 @@ def _same_folder(a: Path, b: Path) -> bool:
 
 def main(argv: Sequence[str] | None = None, predictor_factory: PredictorFactory | None = None) -> int:
     args = parse_args(argv)
-    if args.verbose:
+    if args.verbose:  # the model's own debug lines too (one per network pass)
         log.setLevel(logging.DEBUG)
+        logging.getLogger("model").setLevel(logging.DEBUG)
     factory = predictor_factory or load_predictor
 
     files: list[Path] = []

@@ -310,6 +310,25 @@ class Predictor:
                     job.local_prob = p
                 else:
                     job.prob = p
+                    if log.isEnabledFor(logging.DEBUG):
+                        self._log_pass(job, case)
+
+    def _log_pass(self, job: _Job, case: Case) -> None:
+        """One debug line per object pass: its ROI in mm, the share of it the answer fills and the
+        faces it reaches. An object that stops growing over the clicks shows here: an answer far
+        from every face of an ROI sized by a mask that found too little is never zoomed out."""
+        assert job.prob is not None
+        mask = (job.prob > self.config.threshold).cpu().numpy()
+        size_mm = np.asarray(job.roi.size) * np.asarray(case.spacing)
+        log.debug(
+            "%s: class %d, %s: ROI %s mm (z,y,x), answer %.1f %% of it, reaching inner faces on axes %s",
+            case.name,
+            job.prompts.label,
+            f"zoom-out {job.zooms}" if job.zooms else "object pass",
+            "x".join(str(round(v)) for v in size_mm),
+            100.0 * float(mask.mean()),
+            job.roi.touches_border(mask) or "none",
+        )
 
     def _local_input(self, job: _Job, case: Case, grid: tuple[int, int, int]) -> torch.Tensor:
         """Encoded local view of one job (sets job.local_roi). The class's previous mask there is

@@ -600,3 +600,16 @@ def test_classes_that_fell_back_are_named(tmp_path, caplog, tiny_predictor, monk
     (line,) = _info_lines(caplog)
     assert "fell_back=2" in line and "status=" not in line
     assert np.array_equal(_segs(out / "click.npz") == 2, prev == 2)
+
+
+def test_verbose_turns_on_the_models_debug_lines(tmp_path, caplog, monkeypatch):
+    """-v: the model's loggers (one line per network pass, model/predictor.py) speak too."""
+    model_log = logging.getLogger("model")
+    for name in ("model", "infer"):  # levels restored after the test
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "CT_a.npz", n=1)
+    assert _run(inp, out, FakePredictor(), caplog) == 0
+    assert model_log.level == logging.NOTSET
+    assert _run(inp, out, FakePredictor(), caplog, "-v") == 0
+    assert model_log.level == logging.DEBUG

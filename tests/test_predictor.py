@@ -339,6 +339,26 @@ def test_no_zoom_out_when_mask_inside(predictor) -> None:
     np.testing.assert_array_equal(segs == 1, _box_facts(blob, box))
 
 
+def test_debug_lines_say_each_pass_roi_share_and_faces(predictor, caplog) -> None:
+    """With debug logging, each object pass says its ROI, the share of it the answer fills and the
+    faces it reaches (why an object did or did not zoom out); nothing is logged otherwise."""
+    case, _ = _zoom_case()
+    predictor.config = replace(predictor.config, max_zoom_out=1)
+    predictor.net = ConstNet(20.0)  # the answer fills the ROI and reaches every inner face
+    with caplog.at_level(logging.INFO, logger="model.predictor"):
+        predictor.predict_case(case)
+    assert not [r for r in caplog.records if r.levelno == logging.DEBUG]
+    with caplog.at_level(logging.DEBUG, logger="model.predictor"):
+        predictor.predict_case(case)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(lines) == 2
+    assert (
+        "object pass: ROI 24x24x24 mm (z,y,x), answer 100.0 % of it, reaching inner faces on axes [0, 1, 2]"
+        in lines[0]
+    )
+    assert "zoom-out 1: ROI 38x38x38 mm" in lines[1]
+
+
 # -------------------------------------------------------------------------------------- fallback
 
 
