@@ -6,8 +6,11 @@ import os
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+
+from model.training.data import Volume
 
 
 def real_cases_dir() -> Path:
@@ -39,3 +42,12 @@ def unpicklable(path: Path, key: str) -> Path:
         for n, d in members.items():
             z.writestr(n, d)
     return path
+
+
+def large_block() -> Volume:
+    """One object far larger than its first click's neighbourhood, in a volume with room around
+    it for any ROI: a 20 x 40 x 40 mm block (the partial starts of model/training/sampler.py)."""
+    gts = np.zeros((64, 128, 128), np.uint8)
+    gts[22:42, 44:84, 44:84] = 1
+    imgs = np.where(gts > 0, 180, 60).astype(np.uint8)
+    return Volume("block", imgs, gts, (1.0, 1.0, 1.0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import large_block
 
 from model.config import ModelConfig
 from model.roi import Roi
@@ -180,20 +181,11 @@ def test_small_bias_draws_small_objects_more_often() -> None:
     assert 0.4 < uniform < 0.6 and biased > 0.9
 
 
-def _large_block() -> Volume:
-    """One object far larger than its first click's neighbourhood, in a volume with room around
-    it for any ROI: a 20 x 40 x 40 mm block."""
-    gts = np.zeros((64, 128, 128), np.uint8)
-    gts[22:42, 44:84, 44:84] = 1
-    imgs = np.where(gts > 0, 180, 60).astype(np.uint8)
-    return Volume("block", imgs, gts, (1.0, 1.0, 1.0))
-
-
 def test_a_partial_click_step_starts_from_a_part_of_the_object_and_its_roi_follows_the_part() -> None:
     """p_partial: a click start's click step keeps a part of the object around the first click as
     its previous mask, and its ROI is sized by that part (so the object reaches past it), as
     inference sizes it after a first click that found too little."""
-    vol = _large_block()
+    vol = large_block()
 
     def draw(p_partial: float) -> list:
         rng = np.random.default_rng(0)
@@ -220,7 +212,7 @@ def _reaches_a_face(mask: np.ndarray) -> bool:
 
 
 def test_the_first_step_and_box_starts_ignore_p_partial() -> None:
-    vol = _large_block()
+    vol = large_block()
     rng = np.random.default_rng(1)
     for kw in ({"p_box": 0.0, "first_step": True}, {"p_box": 1.0, "first_step": False}):
         drawn = [make_sample(vol, rng, CFG, p_partial=1.0, **kw) for _ in range(10)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import large_block
 
 from model.config import ModelConfig
 from model.synthetic import synth_case
@@ -49,9 +50,7 @@ def test_partial_click_steps_start_from_a_part_of_the_object() -> None:
     """With p_partial 1, every click start's click step plays its clicks from a part of the
     object: the mask the network sees never holds a voxel outside the object (a corruption
     such as a dilation, a blob or a shift would)."""
-    gts = np.zeros((32, 64, 64), np.uint8)
-    gts[6:26, 12:52, 12:52] = 1
-    vol = Volume("block", np.where(gts > 0, 180, 60).astype(np.uint8), gts, (1.0, 1.0, 1.0))
+    vol = large_block()
     mix = TrainConfig(p_box=0.0, p_box2d=0.0, p_first=0.0, p_local=0.0, p_partial=1.0).stream()
     rng = np.random.default_rng(0)
     items = [make_item(Pool([vol], [], 0.0), rng, CFG, mix) for _ in range(12)]
