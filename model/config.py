@@ -41,6 +41,11 @@ class ModelConfig:
     # it within this radius (model/click_grow.py); 0 = off. Tolerance in imgs' intensity units.
     grow_radius_mm: float = 0.0
     grow_tolerance: float = 20.0
+    # a class is not grown when more than this share of a grow_shell_mm shell around its mask lies
+    # within grow_tolerance of the mask's median intensity: the grow cannot tell the object from its
+    # surroundings there (click_grow.leak_share). 1.0 = every class is grown
+    grow_leak_limit: float = 1.0
+    grow_shell_mm: float = 3.0
     threshold: float = 0.5
     # mirror views averaged per forward pass (1 = none, up to 8: every flip of z, y, x; the network
     # trained on random flips). 4 views measured about neutral for 3x the time (docs/validation.md): off

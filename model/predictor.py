@@ -413,6 +413,8 @@ class Predictor:
             locked,
             radius_mm=cfg.grow_radius_mm,
             tolerance=cfg.grow_tolerance,
+            leak_limit=cfg.grow_leak_limit,
+            shell_mm=cfg.grow_shell_mm,
         )
         t_end = time.monotonic()
         return Prediction(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.boxes import Box
-from model.click_grow import grow_at_clicks, grow_region
+from model.click_grow import grow_at_clicks, grow_region, leak_share
 
 SP = (1.0, 1.0, 1.0)
 
@@ -102,3 +102,50 @@ def test_off_by_default_changes_nothing() -> None:
     segs = np.zeros(imgs.shape, np.uint8)
     out = grow_at_clicks(segs, imgs, SP, [{"fg": [[15, 15, 15]], "bg": []}], [["fg"]], None, set(), 0.0, 20.0)
     assert not out.any()
+
+
+def test_leak_share_is_the_share_of_the_shell_the_tolerance_cannot_tell_from_the_object() -> None:
+    imgs = _two_tissues()
+    cube = np.zeros(imgs.shape, bool)
+    cube[10:20, 10:20, 10:20] = True
+    assert leak_share(imgs, cube, SP, 3.0, 20.0) == 0.0  # 200 inside, 50 all around
+    half = cube.copy()
+    half[:, :, 15:] = False  # its shell: 50 on five faces, the cube's other half (200) on one
+    share = leak_share(imgs, half, SP, 1.0, 20.0)
+    shell = np.zeros(imgs.shape, bool)
+    shell[9:21, 9:21, 9:16] = True
+    shell[10:20, 10:20, 10:15] = False
+    edges = np.zeros(imgs.shape, bool)  # the 6-connected shell: a one-voxel ball has no corners
+    edges[10:20, 10:20, 9:16] = edges[10:20, 9:21, 10:15] = edges[9:21, 10:20, 10:15] = True
+    edges[10:20, 10:20, 10:15] = False
+    assert share == (imgs[edges] == 200).mean() == 100 / edges.sum()
+    assert leak_share(imgs, np.zeros(imgs.shape, bool), SP, 3.0, 20.0) is None
+    assert leak_share(imgs, np.ones(imgs.shape, bool), SP, 3.0, 20.0) is None
+
+
+def test_leak_share_shell_is_in_millimetres_and_at_least_one_voxel() -> None:
+    """At 5 mm slices a 3 mm shell still takes one slice above and below (the 100 voxels over and
+    under the mask, dark); in-plane it is three voxels (a ring of 4 x 10 x 3 + 4 x 4 corner voxels,
+    bright like the object): 136 of 336 shell voxels pass the tolerance."""
+    imgs = np.full((20, 30, 30), 50, np.uint8)
+    imgs[10] = 100
+    mask = np.zeros(imgs.shape, bool)
+    mask[10, 10:20, 10:20] = True
+    assert leak_share(imgs, mask, (5.0, 1.0, 1.0), 3.0, 20.0) == 136 / 336
+
+
+def test_a_class_its_surroundings_cannot_be_told_from_is_left_to_the_network() -> None:
+    """A faint cube (110 on 100, within the tolerance): with the leak limit its fg click would
+    flood the background and is skipped; a bright cube (200 on 50) is grown as before."""
+    faint = np.full((30, 30, 30), 100, np.uint8)
+    faint[10:20, 10:20, 10:20] = 110
+    segs = np.zeros(faint.shape, np.uint8)
+    segs[10:20, 10:20, 10:15] = 1
+    clicks = [{"fg": [[15, 15, 17]], "bg": []}]
+    flooded = grow_at_clicks(segs.copy(), faint, SP, clicks, [["fg"]], None, set(), 5.0, 20.0)
+    assert flooded[(faint == 100)].any()  # without the limit the grow leaves the cube
+    kept = grow_at_clicks(segs.copy(), faint, SP, clicks, [["fg"]], None, set(), 5.0, 20.0, leak_limit=0.5)
+    np.testing.assert_array_equal(kept, segs)
+    bright = _two_tissues()
+    grown = grow_at_clicks(segs.copy(), bright, SP, clicks, [["fg"]], None, set(), 30.0, 20.0, leak_limit=0.5)
+    assert (grown == 1).sum() == 1000 and grown[10:20, 10:20, 10:20].all()

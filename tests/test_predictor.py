@@ -622,6 +622,10 @@ def test_click_grow_runs_after_fusion_when_the_card_turns_it_on() -> None:
     assert (on.segs[patch] == 0).all()
     np.testing.assert_array_equal(on.segs[~patch], off.segs[~patch])
     assert on.timings["grow"] >= 0.0
+    # the network's answer (the whole ROI) lies in tissue of the same intensity: the card's leak
+    # limit leaves that class to the network, and the patch stays
+    gated = replace(base, grow_radius_mm=10.0, grow_leak_limit=0.5)
+    np.testing.assert_array_equal(Predictor(ConstNet(20.0), gated, "cpu").predict_case(case).segs, off.segs)
 
 
 # ------------------------------------------------------------------------------ mirror views
