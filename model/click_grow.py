@@ -14,7 +14,11 @@ The grow assumes the object's intensity sets it apart from what surrounds it. Wh
 and a background click cuts into the object. So each class is first checked on its own mask:
 `leak_share` is the share of a `shell_mm` shell around the mask whose intensity lies within the
 tolerance of the mask's median, the share a grow could not tell from the object. A class whose
-share exceeds `leak_limit` is left to the network (1.0, the default, never skips a class).
+share exceeds `leak_limit` is left to the network (1.0, the default, never skips a class). The
+mask judged is the class's previous answer (`prev_pred`, which the grow helped make) where it has
+one, the fused answer of this step otherwise: this step's network answer alone can collapse (a
+spinal cord's fifth clicks-only answer judged 0.57 where its earlier ones read 0.05), and the
+grow replaying every click is what rebuilds it.
 
 What a foreground click may take: background, its own class, and the class under the click
 itself (the click says that voxel is this class, not that one); never a third class, and never
@@ -27,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import binary_dilation
+from scipy.ndimage import binary_dilation, find_objects
 from scipy.ndimage import label as cc_label
 
 from model.boxes import Box
@@ -60,6 +64,11 @@ def grow_region(
     return sl, labels == labels[local]  # type: ignore[return-value]
 
 
+def _shell_radii(spacing: tuple[float, float, float], shell_mm: float) -> list[int]:
+    """The shell's half-width in voxels per axis: at least one, so thick slices still count."""
+    return [max(1, round(shell_mm / max(float(sp), 1e-6))) for sp in spacing]
+
+
 def leak_share(
     imgs: np.ndarray,
     mask: np.ndarray,
@@ -73,7 +82,7 @@ def leak_share(
     idx = np.nonzero(mask)
     if idx[0].size == 0:
         return None
-    rad = [max(1, round(shell_mm / max(float(sp), 1e-6))) for sp in spacing]
+    rad = _shell_radii(spacing, shell_mm)
     sl = tuple(
         slice(max(int(i.min()) - r, 0), min(int(i.max()) + r + 1, s))
         for i, r, s in zip(idx, rad, mask.shape, strict=True)
@@ -89,6 +98,29 @@ def leak_share(
     return float(np.mean(np.abs(crop[shell] - centre) <= tolerance))
 
 
+def _judged_share(
+    imgs: np.ndarray,
+    lab: int,
+    spacing: tuple[float, float, float],
+    shell_mm: float,
+    tolerance: float,
+    maps: list[tuple[np.ndarray, list]],
+) -> float | None:
+    """`leak_share` of class `lab` on the first label map (with its `find_objects` bounds) in
+    which it has voxels, computed on a crop around it; None if it has none in any."""
+    for labels, bounds in maps:
+        found = bounds[lab - 1] if lab <= len(bounds) else None
+        if found is None:
+            continue
+        rad = _shell_radii(spacing, shell_mm)
+        sl = tuple(
+            slice(max(b.start - r, 0), min(b.stop + r, n))
+            for b, r, n in zip(found, rad, labels.shape, strict=True)
+        )
+        return leak_share(imgs[sl], labels[sl] == lab, spacing, shell_mm, tolerance)
+    return None
+
+
 def grow_at_clicks(
     segs: np.ndarray,
     imgs: np.ndarray,
@@ -101,11 +133,16 @@ def grow_at_clicks(
     tolerance: float,
     leak_limit: float = 1.0,
     shell_mm: float = 3.0,
+    prior: np.ndarray | None = None,
 ) -> np.ndarray:
     """`segs` with every unlocked class corrected at each of its clicks, in place and returned.
-    A class whose `leak_share` (on its mask as fusion left it) exceeds `leak_limit` is skipped."""
+    A class whose `leak_share` exceeds `leak_limit` is skipped, judged on its mask in `prior` (the
+    previous step's label map) where it has one there, else on its mask in `segs` as fused."""
     if radius_mm <= 0 or not clicks:
         return segs
+    maps: list[tuple[np.ndarray, list]] = []
+    if leak_limit < 1.0:  # every class is judged before any is grown: its previous mask first
+        maps = [(m, find_objects(m)) for m in (prior, segs) if m is not None]
     todo: list[tuple[int, list[tuple[str | None, Point]], slice | None]] = []
     for k, entry in enumerate(clicks):
         lab = k + 1
@@ -116,10 +153,9 @@ def grow_at_clicks(
         steps: list[tuple[str | None, Point]] = [(kind, pt) for kind, pt in given if pt is not None]
         if not steps:
             continue
-        if leak_limit < 1.0:  # judged on every class's mask as fusion left it, before any grow
-            share = leak_share(imgs, segs == lab, spacing, shell_mm, tolerance)
-            if share is not None and share > leak_limit:
-                continue
+        share = _judged_share(imgs, lab, spacing, shell_mm, tolerance, maps) if maps else None
+        if share is not None and share > leak_limit:
+            continue
         box = boxes[k] if boxes is not None and k < len(boxes) else None
         todo.append((lab, steps, box.prism(segs.shape)[0] if box is not None and box.exact_z else None))
     for lab, steps, zs in todo:

@@ -415,6 +415,7 @@ class Predictor:
             tolerance=cfg.grow_tolerance,
             leak_limit=cfg.grow_leak_limit,
             shell_mm=cfg.grow_shell_mm,
+            prior=case.prev_pred,
         )
         t_end = time.monotonic()
         return Prediction(

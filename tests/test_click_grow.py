@@ -149,3 +149,21 @@ def test_a_class_its_surroundings_cannot_be_told_from_is_left_to_the_network() -
     bright = _two_tissues()
     grown = grow_at_clicks(segs.copy(), bright, SP, clicks, [["fg"]], None, set(), 30.0, 20.0, leak_limit=0.5)
     assert (grown == 1).sum() == 1000 and grown[10:20, 10:20, 10:20].all()
+
+
+def test_the_gate_reads_the_previous_mask_where_the_class_has_one() -> None:
+    """This step's answer spilled far into the dark background (judged on it, the class would be
+    skipped); its previous mask, half the bright cube, says the grow can tell the object apart."""
+    imgs = _two_tissues()
+    spilled = np.zeros(imgs.shape, np.uint8)
+    spilled[0:20, 0:20, 0:15] = 1
+    prior = np.zeros(imgs.shape, np.uint8)
+    prior[10:20, 10:20, 10:15] = 1
+    clicks = [{"fg": [[15, 15, 17]], "bg": []}]
+    args = (imgs, SP, clicks, [["fg"]], None, set(), 30.0, 20.0)
+    alone = grow_at_clicks(spilled.copy(), *args, leak_limit=0.5)
+    np.testing.assert_array_equal(alone, spilled)
+    grown = grow_at_clicks(spilled.copy(), *args, leak_limit=0.5, prior=prior)
+    assert grown[10:20, 10:20, 10:20].all() and (grown == 1).sum() == (spilled | (imgs == 200)).sum()
+    empty = np.zeros(imgs.shape, np.uint8)  # no previous mask for the class: this step's answer decides
+    np.testing.assert_array_equal(grow_at_clicks(spilled.copy(), *args, leak_limit=0.5, prior=empty), spilled)
