@@ -3,13 +3,14 @@
 Run: ``python -m bench.bench_click_step [--cases DIR] [--weights DIR] [--repeat 3]``.
 
 bench_step measures cold box steps; the extras of a click step (the local pass around each
-class's newest click, `local_fraction`; the classical grow at every click, `grow_radius_mm`)
-run only from click 1 on, and with `refine_locally` the local view is a class's only pass. Per
-case of ``--cases`` (default ../shared/data/cases/imgs, with ground truth in ``../gts``; read in
-place): the box step is predicted once (a clicks-only case starts from an empty mask, built
-under ``--out`` as bench_step builds it), the evaluator's click 1 is placed on its errors, and
-that click step is predicted under each variant in one process with the weights loaded once,
-the median of ``--repeat`` runs. Prints a markdown table of seconds per step and the extras'
+class's newest click, `local_fraction`; the classical grow at every click, `grow_radius_mm`,
+and its contrast gate, `grow_leak_limit`) run only from click 1 on, and with `refine_locally`
+the local view is a class's only pass. Per case of ``--cases`` (default
+../shared/data/cases/imgs, with ground truth in ``../gts``; read in place): the box step is
+predicted once (a clicks-only case starts from an empty mask, built under ``--out`` as
+bench_step builds it), the evaluator's click 1 is placed on its errors, and that click step is
+predicted under each variant in one process with the weights loaded once, the median of
+``--repeat`` runs. Prints a markdown table of seconds per step and the extras'
 cost over the plain step. A script, not a test: it never fails on slowness.
 """
 
@@ -31,11 +32,15 @@ from model.predictor import Predictor
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CASES = REPO.parent / "shared" / "data" / "cases" / "imgs"
 OFF = {"refine_locally": False}
+GROW = {"grow_radius_mm": 15.0, "grow_leak_limit": 1.0}
+GATED = {"grow_radius_mm": 15.0, "grow_leak_limit": 0.5, "grow_shell_mm": 3.0}
+EDIT = {"refine_locally": True, "local_fraction": 0.4}
 VARIANTS = {  # name: config changes over the weights' own
     "plain": {**OFF, "local_fraction": 0.0, "grow_radius_mm": 0.0},
     "local 0.4": {**OFF, "local_fraction": 0.4, "grow_radius_mm": 0.0},
-    "local 0.4 + grow 15 mm": {**OFF, "local_fraction": 0.4, "grow_radius_mm": 15.0},
-    "local edit 0.4 + grow 15 mm": {"refine_locally": True, "local_fraction": 0.4, "grow_radius_mm": 15.0},
+    "local 0.4 + grow 15 mm": {**OFF, "local_fraction": 0.4, **GROW},
+    "local edit 0.4 + grow 15 mm": {**EDIT, **GROW},
+    "local edit 0.4 + gated grow": {**EDIT, **GATED},
 }
 
 
@@ -66,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     base = Predictor.from_weights(args.weights)
     print(f"device {base.device}; median of {args.repeat} warm click-1 steps per variant (seconds)\n")
     names = list(VARIANTS)
-    print("| case | classes | " + " | ".join(names) + " | local pass | grow |")
-    print("|---|---|" + "---|" * (len(names) + 2))
+    print("| case | classes | " + " | ".join(names) + " | local pass | grow | gated grow |")
+    print("|---|---|" + "---|" * (len(names) + 3))
     for path in paths:
         case = click1_case(path, base, args.out)
         row = {}
@@ -82,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             row[name] = statistics.median(runs)
             phases[name] = result.timings
         local = row["local 0.4"] - row["plain"]
-        grow = phases["local 0.4 + grow 15 mm"]["grow"]
+        grow = phases["local edit 0.4 + grow 15 mm"]["grow"]
+        gated = phases["local edit 0.4 + gated grow"]["grow"]
         cells = " | ".join(f"{row[n]:.2f}" for n in names)
-        print(f"| {path.stem} | {case.n_classes} | {cells} | {local:+.2f} | {grow:.3f} |")
+        print(f"| {path.stem} | {case.n_classes} | {cells} | {local:+.2f} | {grow:.3f} | {gated:.3f} |")
     return 0
 
 
