@@ -74,7 +74,7 @@ def make_case(path: Path, shape: tuple[int, int, int], n_classes: int, seed: int
     imgs = synth_image(rng, labels)
     boxes = np.empty(int(labels.max()), dtype=object)
     for i, b in enumerate(boxes_from_labels(labels, rng)):
-        boxes[i] = {k: np.int64(v) for k, v in b.items()}
+        boxes[i] = {k: np.int64(v) for k, v in b.to_challenge().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, imgs=imgs, spacing=np.array([0.8, 0.8, 1.5]), boxes=boxes)

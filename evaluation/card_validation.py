@@ -8,8 +8,9 @@ Every figure on a weights card comes from a command of this repo: the full-proto
 (`evaluation.validate_split`, folder --val), the clicks-only sweep (`evaluation.run_local
 --clicks-only`, folder --sweep), `evaluation.click_gain` and `evaluation.compare_runs` against
 the previous shipped run's folders. What does not change from run to run (training data,
-held-out cases, licence, protocol and inference text, the box-prism floor) is carried over from
-the previous run's card extras, and the sweep keeps every earlier run's means, so the card
+held-out cases, licence, protocol and inference, the box-prism floor) is carried over from
+the previous run's card extras (a run shipped with a new inference setting names it with
+`--inference` and `--inference-text`), and the sweep keeps every earlier run's means, so the card
 reads as a history. Run this before `model.training.export --card-extra`, while `weights/` still
 holds the previous run (its card gives the previous sample total).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,14 @@ class Previous:
     samples: int
 
 
+@dataclass(frozen=True)
+class Inference:
+    """A new inference setting the run ships with: export's `--inference` JSON and its text."""
+
+    json: str
+    text: str
+
+
 def card_extras(
     run: str,
     val: Path,
@@ -80,8 +90,10 @@ def card_extras(
     shared_cases: set[str],
     training_command: str,
     hardware: str,
+    inference: Inference | None = None,
 ) -> dict:
-    """The card extras of `run`, as `model.training.export --card-extra` merges them."""
+    """The card extras of `run`, as `model.training.export --card-extra` merges them; the
+    previous run's inference unless `inference` is given."""
     validation = json.loads((val / "validation.json").read_text())
     old = prev.extras["validation_full_protocol"]
     per_case = {name: rounded(v) for name, v in validation["per_case"].items()}
@@ -107,13 +119,14 @@ def card_extras(
     block = {
         "command": old["command"].replace(str(prev.val), str(val)),
         "protocol": old["protocol"],
-        "inference": old["inference"],
+        "inference": inference.text if inference else old["inference"],
         "n_cases": validation["n_cases"],
         "model_mean": rounded(validation["model_mean"]),
         **shared_means,
         "click_gain": f"python -m evaluation.click_gain {val}/model: "
         + "; ".join(report_lines(val / "model")),
-        "previous_weights": f"run {prev.name} ({samples} samples in all), the same inference",
+        "previous_weights": f"run {prev.name} ({samples} samples in all), "
+        + (f"its own inference ({old['inference']})" if inference else "the same inference"),
         "previous_weights_mean": old["model_mean"],
         "cases_better_worse_vs_previous": better_worse(
             prev.val / "model", val / "model", COLUMNS[1:] + COLUMNS[:1]
@@ -126,6 +139,8 @@ def card_extras(
     export = prev.extras["export_command"]
     export = export.replace(f"runs/{prev.name}/", f"runs/{run}/")
     export = export.replace(f"card_extra_{prev.name}.json", f"card_extra_{run}.json")
+    if inference:
+        export = re.sub(r"--inference '[^']*'", lambda _: f"--inference '{inference.json}'", export)
     carried = {
         k: v
         for k, v in prev.extras.items()
@@ -155,8 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="the bundled cases, whose means get a line of their own")  # fmt: skip
     ap.add_argument("--training-command", required=True, help="the command and the run's story")
     ap.add_argument("--hardware", required=True, help="what trained it, and what ran beside it")
+    ap.add_argument("--inference", help="export's --inference JSON, where it differs from the previous run's")
+    ap.add_argument("--inference-text", help="what that inference does, in words (with --inference)")
     ap.add_argument("--out", type=Path, help="default: configs/card_extra_<run>.json")
     args = ap.parse_args(argv)
+    if (args.inference is None) != (args.inference_text is None):
+        ap.error("--inference and --inference-text go together")
+    if args.inference is not None:
+        json.loads(args.inference)  # refuse a typo here, not at export
     card = ModelCard.load(args.previous_weights / CARD_FILE).card
     extras = card_extras(
         args.run,
@@ -172,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         {p.name for p in args.shared_gts.glob("*.npz")},
         args.training_command,
         args.hardware,
+        Inference(args.inference, args.inference_text) if args.inference else None,
     )
     out = args.out or Path("configs") / f"card_extra_{args.run}.json"
     out.write_text(json.dumps(extras, indent=2) + "\n")

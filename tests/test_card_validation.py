@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from evaluation.card_validation import Previous, better_worse, card_extras, main, run_name
+from evaluation.card_validation import Inference, Previous, better_worse, card_extras, main, run_name
 from evaluation.validate_split import COLUMNS
 from model.config import ModelCard, ModelConfig
 
@@ -113,3 +113,15 @@ def test_main_reads_the_previous_total_from_the_shipped_card(tmp_path) -> None:
     block = json.loads(out.read_text())["validation_full_protocol"]
     assert block["previous_weights"] == "run cpu10 (1 234 samples in all), the same inference"
     assert not any(k.startswith("model_mean_on_shared") for k in block)  # no bundled case scored
+
+
+def test_a_new_inference_setting_replaces_the_carried_one(tmp_path) -> None:
+    prev = _folders(tmp_path)
+    setting = '{"local_fraction": 0.4, "grow_leak_limit": 0.5}'
+    new = Inference(setting, "shipped, grow gated")
+    extras = card_extras("cpu11", tmp_path / "val_new", tmp_path / "co_new", prev, set(), "s", "h", new)
+    assert extras["export_command"].endswith(f"--inference '{setting}'")
+    assert extras["export_command"].count("--inference") == 1
+    block = extras["validation_full_protocol"]
+    assert block["inference"] == "shipped, grow gated"
+    assert block["previous_weights"] == "run cpu10 (93 016 samples in all), its own inference (shipped)"
