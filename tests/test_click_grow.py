@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import find_objects
 
 from model.boxes import Box
-from model.click_grow import grow_at_clicks, grow_region, leak_share
+from model.click_grow import _judged_share, grow_at_clicks, grow_region, leak_share
 
 SP = (1.0, 1.0, 1.0)
 
@@ -167,3 +168,19 @@ def test_the_gate_reads_the_previous_mask_where_the_class_has_one() -> None:
     assert grown[10:20, 10:20, 10:20].all() and (grown == 1).sum() == (spilled | (imgs == 200)).sum()
     empty = np.zeros(imgs.shape, np.uint8)  # no previous mask for the class: this step's answer decides
     np.testing.assert_array_equal(grow_at_clicks(spilled.copy(), *args, leak_limit=0.5, prior=empty), spilled)
+
+
+def test_the_gate_judges_on_a_crop_what_it_would_judge_on_the_whole_image() -> None:
+    """The crop around a class (its bounds plus the shell) loses nothing, at the image's borders
+    too: the share equals leak_share of the class's whole mask."""
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (20, 30, 30)).astype(np.uint8)
+    labels = np.zeros(imgs.shape, np.uint8)
+    labels[0:6, 10:20, 12:22] = 1  # on the first slice
+    labels[12:20, 20:30, 0:9] = 2  # at three borders
+    for sp in [(1.0, 1.0, 1.0), (4.0, 0.7, 0.7)]:
+        maps = [(labels, find_objects(labels))]
+        for lab in (1, 2):
+            whole = leak_share(imgs, labels == lab, sp, 3.0, 20.0)
+            assert _judged_share(imgs, lab, sp, 3.0, 20.0, maps) == whole
+        assert _judged_share(imgs, 3, sp, 3.0, 20.0, maps) is None
