@@ -69,6 +69,12 @@ def _shell_radii(spacing: tuple[float, float, float], shell_mm: float) -> list[i
     return [max(1, round(shell_mm / max(float(sp), 1e-6))) for sp in spacing]
 
 
+def _padded(bounds: tuple[slice, ...], rad: list[int], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """`bounds` widened by `rad` voxels per axis, clipped to `shape`: room for the shell."""
+    reach = zip(bounds, rad, shape, strict=True)
+    return tuple(slice(max(b.start - r, 0), min(b.stop + r, n)) for b, r, n in reach)
+
+
 def leak_share(
     imgs: np.ndarray,
     mask: np.ndarray,
@@ -79,14 +85,12 @@ def leak_share(
     """Share of the shell `shell_mm` thick around `mask` (an ellipsoid of at least one voxel per
     axis) whose intensity lies within `tolerance` of the mask's median; None for an empty mask or
     a mask that fills the image (no shell to judge by)."""
-    idx = np.nonzero(mask)
-    if idx[0].size == 0:
+    mask = np.asarray(mask, dtype=bool)
+    found = find_objects(mask.view(np.uint8))
+    if not found or found[0] is None:
         return None
     rad = _shell_radii(spacing, shell_mm)
-    sl = tuple(
-        slice(max(int(i.min()) - r, 0), min(int(i.max()) + r + 1, s))
-        for i, r, s in zip(idx, rad, mask.shape, strict=True)
-    )
+    sl = _padded(found[0], rad, mask.shape)
     inside = mask[sl]
     grid = np.ogrid[tuple(slice(-r, r + 1) for r in rad)]
     ball = sum((g / r) ** 2 for g, r in zip(grid, rad, strict=True)) <= 1.0
@@ -112,11 +116,7 @@ def _judged_share(
         found = bounds[lab - 1] if lab <= len(bounds) else None
         if found is None:
             continue
-        rad = _shell_radii(spacing, shell_mm)
-        sl = tuple(
-            slice(max(b.start - r, 0), min(b.stop + r, n))
-            for b, r, n in zip(found, rad, labels.shape, strict=True)
-        )
+        sl = _padded(found, _shell_radii(spacing, shell_mm), labels.shape)
         return leak_share(imgs[sl], labels[sl] == lab, spacing, shell_mm, tolerance)
     return None
 
