@@ -1,9 +1,10 @@
 """Domain-randomised synthetic volumes: the project's own demo cases and a training source.
 
 Real labelled 3-D data is scarce here, so the generator produces what the network must not
-over-fit to: random smooth blobs, thin tubes and multi-component objects that touch each other,
-random intensity, texture and contrast per label, noise, bias field, blur and anisotropic
-spacing, all mapped to uint8 0-255 like the organisers' preprocessing.
+over-fit to: random smooth blobs, thin tubes, multi-component objects and (on request) organ-sized
+objects with flat faces, touching each other, with random intensity, texture and contrast per
+label, noise, bias field, blur and anisotropic spacing, all mapped to uint8 0-255 like the
+organisers' preprocessing.
 """
 
 from __future__ import annotations
@@ -48,6 +49,30 @@ def _tube(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.nda
     return ndimage.distance_transform_edt(seed, sampling=spacing) <= radius_mm
 
 
+def _large(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray) -> np.ndarray:
+    """An organ-sized object (a lung, a liver): a third to most of the volume across, cut flat by
+    one or two planes near its centre as organs are where they meet a neighbour or a wall.
+
+    The blobs alone are rounded and smaller than the box around them off its middle slice; a
+    network that saw only those learned to round a large object off and shrink it inside its box
+    (a lung, absent from the real training cases, came out as an ellipsoid inside the lung)."""
+    centre = np.array([rng.uniform(0.35, 0.65) * s for s in shape])
+    radii_mm = rng.uniform(0.25, 0.45, size=3) * np.array(shape) * spacing
+    grids = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    offsets = [(g - c) * sp for g, c, sp in zip(grids, centre, spacing, strict=True)]
+    dist = sum((o / r) ** 2 for o, r in zip(offsets, radii_mm, strict=True))
+    wobble = _smooth_noise(rng, shape, scale=max(4.0, min(shape) / 3)) * rng.uniform(0.05, 0.25)
+    mask = np.sqrt(dist) + wobble < 1.0
+    for _ in range(int(rng.integers(1, 3))):
+        normal = rng.standard_normal(3)
+        normal /= np.linalg.norm(normal) + 1e-6
+        # the plane passes 0-60 % of the way from the centre to the surface along its normal
+        reach = float(np.sqrt(np.sum((normal * radii_mm) ** 2)))
+        depth = rng.uniform(0.0, 0.6) * reach
+        mask &= sum(n * o for n, o in zip(normal, offsets, strict=True)) < depth
+    return mask
+
+
 def _multi(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray) -> np.ndarray:
     """Several small separate blobs carrying one label (lesions, nodules)."""
     out = np.zeros(shape, dtype=bool)
@@ -58,17 +83,23 @@ def _multi(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.nd
 
 
 def synth_labels(
-    rng: np.random.Generator, shape: tuple[int, int, int], n_objects: int, spacing_zyx: np.ndarray
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    n_objects: int,
+    spacing_zyx: np.ndarray,
+    p_large: float = 0.0,
 ) -> np.ndarray:
     """Label map 1..n (sequential) of random objects; later objects are painted over earlier ones
-    only where they overlap, so neighbours touch as organs do."""
+    only where they overlap, so neighbours touch as organs do. A share `p_large` of the objects
+    is organ-sized (`_large`); at 0 no extra draw is made, so older seeds give the same cases."""
     labels = np.zeros(shape, dtype=np.uint8)
     k = 0
     for _ in range(n_objects * 3):
         if k == n_objects:
             break
-        kind = rng.choice(["blob", "blob", "tube", "multi"])
-        mask = {"blob": _blob, "tube": _tube, "multi": _multi}[kind](rng, shape, spacing_zyx)
+        large = p_large > 0 and rng.random() < p_large
+        kind = "large" if large else rng.choice(["blob", "blob", "tube", "multi"])
+        mask = {"blob": _blob, "tube": _tube, "multi": _multi, "large": _large}[kind](rng, shape, spacing_zyx)
         mask &= labels == 0 if rng.random() < 0.5 else np.ones_like(mask)
         if mask.sum() < 30:
             continue
@@ -106,13 +137,14 @@ def random_spacing_zyx(rng: np.random.Generator) -> np.ndarray:
 
 
 def synth_case(
-    rng: np.random.Generator, shape: tuple[int, int, int], n_objects: int
+    rng: np.random.Generator, shape: tuple[int, int, int], n_objects: int, p_large: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One synthetic case: (imgs uint8 (z,y,x), labels uint8 1..n, spacing stored as x,y,z).
 
     Fewer than n objects come back when random objects are too small or fully painted over.
+    `p_large`: the share of organ-sized objects (`synth_labels`).
     """
     spacing_zyx = random_spacing_zyx(rng)
-    labels = synth_labels(rng, shape, n_objects, spacing_zyx)
+    labels = synth_labels(rng, shape, n_objects, spacing_zyx, p_large)
     imgs = synth_image(rng, labels, spacing_zyx)
     return imgs, labels, spacing_zyx[::-1].astype(np.float64)

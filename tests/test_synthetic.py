@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.synthetic import random_spacing_zyx, synth_case
+from model.synthetic import _large, random_spacing_zyx, synth_case
 
 SHAPE = (24, 32, 32)
 
@@ -45,3 +45,35 @@ def test_random_spacing_zyx() -> None:
     ratios = np.array(ratios)
     assert ratios.min() == 1.0 and ratios.max() <= 4.0
     assert 0.3 < np.mean(ratios > 1.0) < 0.7  # anisotropic about half of the time
+
+
+def test_no_large_share_keeps_older_seeds_cases() -> None:
+    # p_large 0 makes no extra draw: the demo cases and older runs' pools stay as they were
+    a = synth_case(np.random.default_rng(7), SHAPE, 3)
+    b = synth_case(np.random.default_rng(7), SHAPE, 3, p_large=0.0)
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_large_objects_span_a_radius_of_every_axis() -> None:
+    rng = np.random.default_rng(3)
+    spacing = np.array([2.0, 1.0, 1.0])
+    shape = (32, 64, 64)
+    for _ in range(12):
+        mask = _large(rng, shape, spacing)
+        idx = np.nonzero(mask)
+        spans = [(i.max() - i.min() + 1) / n for i, n in zip(idx, shape, strict=True)]
+        # a cut through or beyond the centre keeps at least a radius (a quarter of the axis or
+        # more, less the wobble) on every axis: organ-sized, never a lesion-sized speck
+        assert min(spans) > 0.18, spans
+        assert mask.mean() > 0.02
+
+
+def test_large_share_one_makes_every_object_large() -> None:
+    small = [synth_case(np.random.default_rng(s), (32, 64, 64), 3)[1] for s in range(4)]
+    large = [synth_case(np.random.default_rng(s), (32, 64, 64), 3, p_large=1.0)[1] for s in range(4)]
+
+    def median_share(maps: list[np.ndarray]) -> float:
+        return float(np.median([(m == k).mean() for m in maps for k in range(1, int(m.max()) + 1)]))
+
+    assert median_share(large) > 2 * median_share(small)

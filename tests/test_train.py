@@ -16,7 +16,7 @@ from model.predictor import CARD_FILE, WEIGHTS_FILE
 from model.training.data import load_volume
 from model.training.export import export
 from model.training.sampler import make_sample
-from model.training.train import TrainConfig, click_loss, mixed_precision, train, validate
+from model.training.train import TrainConfig, click_loss, mixed_precision, synthetic_volumes, train, validate
 
 
 def _setup(tiny_train_config, steps: int) -> TrainConfig:
@@ -240,3 +240,18 @@ def test_bf16_on_cpu_runs_the_network_in_bfloat16_and_keeps_fp32_weights(tmp_pat
     assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
     if not torch.cuda.is_available():  # the card's history says the precision the hours ran in
         assert state["hardware"].endswith("bf16 autocast")
+
+
+def test_synthetic_large_share_reaches_the_pool() -> None:
+    """`synthetic_large` makes the pool's objects organ-sized; 0 keeps the pool of older runs."""
+    plain = synthetic_volumes(4, [24, 48, 48], seed=5)
+    again = synthetic_volumes(4, [24, 48, 48], seed=5, p_large=0.0)
+    large = synthetic_volumes(4, [24, 48, 48], seed=5, p_large=1.0)
+    for a, b in zip(plain, again, strict=True):
+        np.testing.assert_array_equal(a.gts, b.gts)
+
+    def median_share(vols: list) -> float:
+        return float(np.median([(v.gts == k).mean() for v in vols for k in range(1, int(v.gts.max()) + 1)]))
+
+    assert median_share(large) > 2 * median_share(plain)
+    assert TrainConfig().synthetic_large == 0.0

@@ -61,6 +61,7 @@ class TrainConfig:
     p_synthetic: float = 0.3
     n_synthetic: int = 96
     synthetic_shape: list[int] = field(default_factory=lambda: [48, 96, 96])
+    synthetic_large: float = 0.0  # share of organ-sized synthetic objects (model.synthetic._large)
     p_box: float = 0.65
     p_box2d: float = 0.1
     p_small: float = 0.5
@@ -130,13 +131,14 @@ def _dist() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def synthetic_volumes(n: int, shape: list[int], seed: int) -> list[Volume]:
+def synthetic_volumes(n: int, shape: list[int], seed: int, p_large: float = 0.0) -> list[Volume]:
     """A reproducible synthetic pool; the validation pool uses another seed, never trained on."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         jitter = [int(s * rng.uniform(0.7, 1.0)) for s in shape]
-        imgs, labels, sp_xyz = synth_case(rng, tuple(jitter), int(rng.integers(2, 6)))  # type: ignore[arg-type]
+        n_objects = int(rng.integers(2, 6))
+        imgs, labels, sp_xyz = synth_case(rng, tuple(jitter), n_objects, p_large)  # type: ignore[arg-type]
         out.append(Volume(f"synthetic_{seed}_{i}", imgs, labels, tuple(float(v) for v in sp_xyz[::-1])))  # type: ignore[arg-type]
     return out
 
@@ -378,10 +380,17 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     val_files += find_cases([Path(r) for r in cfg.val_roots if Path(r).exists()])
     real = [load_volume(f) for f in train_files]
     val_real = [load_volume(f) for f in val_files]
-    pool = Pool(real, synthetic_volumes(cfg.n_synthetic, cfg.synthetic_shape, cfg.seed), cfg.p_synthetic)
+    pool = Pool(
+        real,
+        synthetic_volumes(cfg.n_synthetic, cfg.synthetic_shape, cfg.seed, cfg.synthetic_large),
+        cfg.p_synthetic,
+    )
     val = _val_samples(val_real, cfg.n_val_samples, model_cfg, 7)
     val += _val_samples(
-        synthetic_volumes(8, cfg.synthetic_shape, 999_999), cfg.n_val_samples // 4, model_cfg, 8
+        synthetic_volumes(8, cfg.synthetic_shape, 999_999, cfg.synthetic_large),
+        cfg.n_val_samples // 4,
+        model_cfg,
+        8,
     )
 
     net = ResEncUNet(model_cfg)
