@@ -35,8 +35,12 @@ def _blob(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.nda
     return np.sqrt(dist) + wobble < 1.0
 
 
-def _tube(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray) -> np.ndarray:
-    """A thin curved tube (vessel-like): a smoothed random walk, thickened by a distance threshold."""
+def _tube(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray, thick: bool = False
+) -> np.ndarray:
+    """A curved tube: a smoothed random walk, thickened by a distance threshold. Thin (1-2.5
+    voxels, vessel-like) unless `thick`: then 4-10 % of the volume's shortest side in radius, as
+    an aorta or a bowel loop is."""
     n = 60
     start = np.array([rng.uniform(0.2, 0.8) * s for s in shape])
     steps = ndimage.gaussian_filter1d(rng.standard_normal((n, 3)), sigma=6, axis=0)
@@ -45,17 +49,29 @@ def _tube(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.nda
     path = np.clip(np.round(path), 0, np.array(shape) - 1).astype(int)
     seed = np.ones(shape, dtype=bool)
     seed[path[:, 0], path[:, 1], path[:, 2]] = False
-    radius_mm = rng.uniform(1.0, 2.5) * spacing.min()
+    if thick:
+        radius_mm = rng.uniform(0.04, 0.10) * float(np.min(np.array(shape) * spacing))
+    else:
+        radius_mm = rng.uniform(1.0, 2.5) * spacing.min()
     return ndimage.distance_transform_edt(seed, sampling=spacing) <= radius_mm
 
 
 def _large(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray) -> np.ndarray:
-    """An organ-sized object (a lung, a liver): a third to most of the volume across, cut flat by
-    one or two planes near its centre as organs are where they meet a neighbour or a wall.
+    """An organ-sized object: half of the time a thick curved tube (an aorta), else a cut
+    ellipsoid (a lung, a liver: `_cut_ellipsoid`).
 
     The blobs alone are rounded and smaller than the box around them off its middle slice; a
-    network that saw only those learned to round a large object off and shrink it inside its box
-    (a lung, absent from the real training cases, came out as an ellipsoid inside the lung)."""
+    network that saw only those learned to round a large object off inside its box (the held-out
+    lungs, absent from the real training cases, came out as ellipsoids inside the lungs, the
+    aorta as a blob through the heart)."""
+    if rng.random() < 0.5:
+        return _tube(rng, shape, spacing, thick=True)
+    return _cut_ellipsoid(rng, shape, spacing)
+
+
+def _cut_ellipsoid(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray) -> np.ndarray:
+    """A quarter to most of the volume across, cut flat by one or two planes near its centre, as
+    organs are where they meet a neighbour or a wall."""
     centre = np.array([rng.uniform(0.35, 0.65) * s for s in shape])
     radii_mm = rng.uniform(0.25, 0.45, size=3) * np.array(shape) * spacing
     grids = np.ogrid[: shape[0], : shape[1], : shape[2]]

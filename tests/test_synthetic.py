@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
-from model.synthetic import _large, random_spacing_zyx, synth_case
+from model.synthetic import _cut_ellipsoid, _tube, random_spacing_zyx, synth_case
 
 SHAPE = (24, 32, 32)
 
@@ -55,12 +56,12 @@ def test_no_large_share_keeps_older_seeds_cases() -> None:
         np.testing.assert_array_equal(u, v)
 
 
-def test_large_objects_span_a_radius_of_every_axis() -> None:
+def test_cut_ellipsoids_span_a_radius_of_every_axis() -> None:
     rng = np.random.default_rng(3)
     spacing = np.array([2.0, 1.0, 1.0])
     shape = (32, 64, 64)
     for _ in range(12):
-        mask = _large(rng, shape, spacing)
+        mask = _cut_ellipsoid(rng, shape, spacing)
         idx = np.nonzero(mask)
         spans = [(i.max() - i.min() + 1) / n for i, n in zip(idx, shape, strict=True)]
         # a cut through or beyond the centre keeps at least a radius (a quarter of the axis or
@@ -69,11 +70,26 @@ def test_large_objects_span_a_radius_of_every_axis() -> None:
         assert mask.mean() > 0.02
 
 
-def test_large_share_one_makes_every_object_large() -> None:
-    small = [synth_case(np.random.default_rng(s), (32, 64, 64), 3)[1] for s in range(4)]
+def test_thick_tubes_are_an_aorta_wide_and_thin_ones_a_vessel() -> None:
+    spacing = np.array([2.0, 1.0, 1.0])
+    shape = (32, 64, 64)  # shortest side 64 mm: a thick tube's radius is 2.6-6.4 mm
+    for seed in range(6):
+        thick = _tube(np.random.default_rng(seed), shape, spacing, thick=True)
+        thin = _tube(np.random.default_rng(seed), shape, spacing)
+        # the largest distance to the outside is the tube's radius (less the voxel grid's step)
+        r_thick = ndimage.distance_transform_edt(thick, sampling=spacing).max()
+        r_thin = ndimage.distance_transform_edt(thin, sampling=spacing).max()
+        assert 2.0 <= r_thick <= 7.5, r_thick
+        assert r_thin <= 3.5 and r_thick > r_thin
+
+
+def test_large_share_makes_each_case_hold_a_larger_object() -> None:
+    # objects painted later cut into earlier ones, so not every label stays organ-sized: compare
+    # the largest object of each case
+    plain = [synth_case(np.random.default_rng(s), (32, 64, 64), 3)[1] for s in range(4)]
     large = [synth_case(np.random.default_rng(s), (32, 64, 64), 3, p_large=1.0)[1] for s in range(4)]
 
-    def median_share(maps: list[np.ndarray]) -> float:
-        return float(np.median([(m == k).mean() for m in maps for k in range(1, int(m.max()) + 1)]))
+    def largest_share(maps: list[np.ndarray]) -> float:
+        return float(np.mean([np.bincount(m.ravel())[1:].max() / m.size for m in maps]))
 
-    assert median_share(large) > 2 * median_share(small)
+    assert largest_share(large) > 2 * largest_share(plain)
