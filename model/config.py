@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from model.atomic import write_bytes_atomic
+
 CHANNELS = ("image", "prev_mask", "box", "fg_clicks", "bg_clicks", "other_masks")
 
 
@@ -79,7 +81,7 @@ class ModelCard:
 
     def save(self, path: Path) -> None:
         payload = {"config": self.config.to_dict(), **self.card}
-        path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        write_bytes_atomic(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
 
     @classmethod
     def load(cls, path: Path) -> ModelCard:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from model.atomic import torch_save_atomic
+
 
 def average_checkpoints(ckpts: list[Path], out: Path) -> Path:
     """Write `out`: the newest of `ckpts` (the last one) with its network weights replaced by the
@@ -42,7 +44,7 @@ def average_checkpoints(ckpts: list[Path], out: Path) -> Path:
     result["model"] = mean
     result["averaged_from"] = [str(p) for p in ckpts]
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result, out)
+    torch_save_atomic(result, out)
     return out
 
 

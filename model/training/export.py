@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from model.atomic import torch_save_atomic
 from model.config import ModelCard, ModelConfig
 from model.predictor import CARD_FILE, WEIGHTS_FILE
 
@@ -50,7 +51,7 @@ def _export_members(members: list[Path], config: ModelConfig, out: Path) -> tupl
                     " of the first checkpoint (members must share the architecture)"
                 )
         name = f"member_{i}.pt"
-        torch.save(fp16_weights(state["model"]), out / name)
+        torch_save_atomic(fp16_weights(state["model"]), out / name)
         run = _run_record(state, path)
         entries.append({"file": name, "checkpoint": str(path), **run})
         runs += [*state.get("history", []), run]
@@ -78,7 +79,7 @@ def export(
     for stale in out.glob("member_*.pt"):  # a folder re-exported with fewer members
         stale.unlink()
     weights = fp16_weights(state["model"])
-    torch.save(weights, out / WEIGHTS_FILE)
+    torch_save_atomic(weights, out / WEIGHTS_FILE)
     member_entries, member_runs = _export_members(list(members or []), config, out)
     metrics_file = ckpt.parent / "metrics.jsonl"
     val = []

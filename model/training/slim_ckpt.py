@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import zlib
 from pathlib import Path
 
 import torch
 
+from model.atomic import torch_save_atomic, write_bytes_atomic
 from model.network import ResEncUNet
 from model.predictor import WEIGHTS_FILE, read_weights
 
@@ -107,12 +107,6 @@ def _parts(path: Path) -> list[Path]:
     return sorted(parts, key=lambda p: int(p.name.removeprefix(path.name + ".part")))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_slim(payload: dict, out: Path, max_mib: float = 16.0) -> list[Path]:
     """Write the payload compressed; as parts of at most max_mib each when it is larger."""
     buf = io.BytesIO()
@@ -123,11 +117,11 @@ def save_slim(payload: dict, out: Path, max_mib: float = 16.0) -> list[Path]:
     stale = _parts(out) + ([out] if out.exists() else [])
     if len(blob) <= limit:
         written = [out]
-        _atomic_write(out, blob)
+        write_bytes_atomic(out, blob)
     else:
         written = [out.with_name(f"{out.name}.part{i}") for i in range((len(blob) + limit - 1) // limit)]
         for i, path in enumerate(written):
-            _atomic_write(path, blob[i * limit : (i + 1) * limit])
+            write_bytes_atomic(path, blob[i * limit : (i + 1) * limit])
     for path in stale:
         if path not in written:
             path.unlink()
@@ -190,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         torch.save(ckpt, buf)
-        _atomic_write(args.out, buf.getvalue())
+        write_bytes_atomic(args.out, buf.getvalue())
         print(f"restored {args.out} (step {ckpt['step']}, {args.out.stat().st_size / 1e6:.1f} MB)")
         return
     if args.from_weights is not None:
@@ -201,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = from_weights(args.from_weights, lr, wd)
         if args.full:
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(ckpt, args.out)
+            torch_save_atomic(ckpt, args.out)
             print(f"wrote {args.out} (step 0, from {args.from_weights})")
             return
     else:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import binary_dilation
 
+from model.atomic import torch_save_atomic
 from model.config import ModelConfig
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts
@@ -426,8 +427,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     timers = {"data": 0.0, "rounds": 0.0, "optim": 0.0}
 
     def save(path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        torch.save(
+        torch_save_atomic(
             {
                 "model": net.state_dict(),
                 "optim": opt.state_dict(),
@@ -440,9 +440,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
                 "model_config": model_cfg.to_dict(),
                 "train_config": asdict(cfg),
             },
-            tmp,
+            path,
         )
-        tmp.replace(path)
 
     def check(record: dict) -> None:
         nonlocal best

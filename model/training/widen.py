@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from model.atomic import torch_save_atomic
 from model.config import ModelCard, ModelConfig
 from model.network import ResEncUNet
 from model.predictor import CARD_FILE, WEIGHTS_FILE, network_from_state, read_weights
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     new = widen(old.eval(), card.config, config.features, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = fp16_weights(new.state_dict())
-    torch.save(weights, args.out / WEIGHTS_FILE)
+    torch_save_atomic(weights, args.out / WEIGHTS_FILE)
     # the description and the training history carry over (its hours and samples are in these
     # weights); the validation figures do not: they belong to the narrower network's answers
     kept = {k: v for k, v in card.card.items() if k in CARRIED}

@@ -1,0 +1,52 @@
+"""model.atomic: a target file is either the old one or the whole new one, never a torso."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.atomic import torch_save_atomic, write_bytes_atomic
+from model.config import ModelCard, ModelConfig
+
+
+def test_torch_save_atomic_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "w.pt"
+    torch_save_atomic({"w": torch.arange(4.0)}, path)
+    assert torch.equal(torch.load(path)["w"], torch.arange(4.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["w.pt"]
+
+
+def test_failed_torch_save_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    torch_save_atomic({"step": 1}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # a lambda cannot be pickled: the write fails part-way
+        torch_save_atomic({"step": 2, "bad": lambda: None}, path)
+    assert path.read_bytes() == before
+    assert torch.load(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_failed_rename_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.json"
+    path.write_bytes(b"old")
+
+    def refuse(src: str, dst: str) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr("model.atomic.os.replace", refuse)
+    with pytest.raises(OSError, match="disk gone"):
+        write_bytes_atomic(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.json"]
+
+
+def test_model_card_save_is_whole(tmp_path: Path) -> None:
+    path = tmp_path / "model.json"
+    ModelCard(config=ModelConfig(), card={"note": "x"}).save(path)
+    loaded = ModelCard.load(path)
+    assert loaded.config == ModelConfig()
+    assert loaded.card == {"note": "x"}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.json"]
