@@ -22,8 +22,13 @@ def test_failed_torch_save_keeps_the_old_file_and_no_temporary(tmp_path: Path) -
     path = tmp_path / "last.pt"
     torch_save_atomic({"step": 1}, path)
     before = path.read_bytes()
-    with pytest.raises(Exception):  # a lambda cannot be pickled: the write fails part-way
-        torch_save_atomic({"step": 2, "bad": lambda: None}, path)
+
+    class Unpicklable:
+        def __reduce__(self) -> tuple:
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):  # fails part-way through the write
+        torch_save_atomic({"step": 2, "bad": Unpicklable()}, path)
     assert path.read_bytes() == before
     assert torch.load(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
