@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.atomic import replacing
 from model.boxes import boxes_from_labels, relabel_sequential
 
 
@@ -76,9 +77,8 @@ def make_case(path: Path, shape: tuple[int, int, int], n_classes: int, seed: int
     for i, b in enumerate(boxes_from_labels(labels, rng)):
         boxes[i] = {k: np.int64(v) for k, v in b.to_challenge().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, imgs=imgs, spacing=np.array([0.8, 0.8, 1.5]), boxes=boxes)
-    tmp.replace(path)
+    with replacing(path) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, imgs=imgs, spacing=np.array([0.8, 0.8, 1.5]), boxes=boxes)
     return path
 
 

@@ -30,11 +30,9 @@ Bad input never costs more than it must (issue 10):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from model.atomic import replacing
 from model.boxes import BOX_KEYS, Box
 
 log = logging.getLogger(__name__)
@@ -537,17 +536,5 @@ def write_segs(path: Path, segs: np.ndarray) -> None:
         else:
             segs = segs.astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a short name, whatever the case name: ".<name>.xxxx.tmp" of a 242-character name is over 255 bytes
-    fd, tmp = tempfile.mkstemp(prefix=".segs-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, segs=segs)
-        # mkstemp creates 0600; the evaluator may read the file as another user
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replacing(path) as tmp, tmp.open("wb") as fh:  # a file object: savez adds no ".npz"
+        np.savez(fh, segs=segs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,12 @@ def test_model_card_save_is_whole(tmp_path: Path) -> None:
     assert loaded.config == ModelConfig()
     assert loaded.card == {"note": "x"}
     assert [p.name for p in tmp_path.iterdir()] == ["model.json"]
+
+
+def test_the_case_writer_stays_free_of_torch() -> None:
+    """model.case_io writes through this module on paths that load no torch (the box-prism
+    baseline's predict.sh): importing either must not import torch."""
+    code = "import sys, model.case_io, model.atomic; assert 'torch' not in sys.modules"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

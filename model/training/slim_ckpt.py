@@ -182,9 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--restore needs --ckpt (the slim file)")
         ckpt = unslim(load_slim(args.ckpt), args.reset_best)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save(ckpt, buf)
-        write_bytes_atomic(args.out, buf.getvalue())
+        torch_save_atomic(ckpt, args.out)
         print(f"restored {args.out} (step {ckpt['step']}, {args.out.stat().st_size / 1e6:.1f} MB)")
         return
     if args.from_weights is not None:
