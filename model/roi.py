@@ -161,6 +161,28 @@ def local_roi(
     return Roi(tuple(b[0] for b in bounds), tuple(b[1] for b in bounds), around.shape)  # type: ignore[arg-type]
 
 
+def tiles(roi: Roi, fraction: float, positions: int) -> list[Roi]:
+    """Views `fraction` of `roi` per axis (at least one voxel), at `positions` evenly spaced
+    places along each axis from face to face (overlapping where positions x fraction > 1), all
+    inside `roi`: on the object's grid a voxel of a large object spans several mm, and each
+    such view sees its part of the boundary at 1 / fraction the resolution. One position is the
+    centre."""
+    if not 0.0 < fraction <= 1.0 or positions < 1:
+        raise ValueError(f"tiles: fraction must be in (0, 1] and positions >= 1 ({fraction}, {positions})")
+    places = np.linspace(0.0, 1.0, positions) if positions > 1 else np.array([0.5])
+    starts, sides = [], []
+    for lo, size in zip(roi.lo, roi.size, strict=True):
+        side = max(1, int(round(size * fraction)))
+        sides.append(side)
+        starts.append(sorted({lo + int(round((size - side) * t)) for t in places}))
+    return [
+        Roi((z, y, x), (z + sides[0], y + sides[1], x + sides[2]), roi.shape)
+        for z in starts[0]
+        for y in starts[1]
+        for x in starts[2]
+    ]
+
+
 def zoom_out(roi: Roi, axes: list[int], factor: float) -> Roi:
     """The same ROI grown by `factor` along `axes` (kept inside the volume)."""
     lo, hi = list(roi.lo), list(roi.hi)

@@ -606,6 +606,62 @@ def test_refine_locally_still_segments_a_class_with_no_previous_mask() -> None:
     np.testing.assert_array_equal(local, whole)
 
 
+class PlaneNet(nn.Module):
+    """Object on the first call (the object's pass) left of grid column 6, background right of
+    it; background everywhere on every later call (the boundary views). Keeps each input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.clone())
+        out = torch.full((x.shape[0], 1, *x.shape[2:]), -10.0, dtype=x.dtype)
+        if len(self.inputs) == 1:
+            out[..., :6] = 10.0
+        return out
+
+
+def test_boundary_tiles_look_again_where_the_mask_has_an_edge() -> None:
+    """The object's pass puts an edge across x at 6/16 of the ROI. With tile_fraction 0.5 at 3
+    positions per axis the views start at 0, 1/4 and 1/2 of each axis: the first two along x hold
+    the edge (3 x 3 x 2 = 18 views), the last is all background and is skipped. Each view sees the
+    pass's mask as its previous mask, edge included; the views' answer (background) replaces the
+    pass's where they look, so nothing is left; off, the pass stands."""
+    case = replace(_click_step_case(), clicks=None, clicks_order=None, prev_pred=None)
+    base = replace(CFG, max_zoom_out=0, local_fraction=0.4)
+    off = PlaneNet()
+    kept = Predictor(off, base, "cpu").predict_case(case).segs
+    assert len(off.inputs) == 1 and kept.any()
+    net = PlaneNet()
+    segs = Predictor(net, replace(base, tile_fraction=0.5, tile_positions=3), "cpu").predict_case(case).segs
+    views = torch.cat(net.inputs[1:])
+    assert views.shape[0] == 18
+    prev = views[:, CFG.channels.index("prev_mask")]
+    assert all(p.max() > 0.99 and p.min() < 0.01 for p in prev)
+    assert not segs.any()
+
+
+def test_boundary_tiles_skip_an_roi_no_larger_than_the_grid() -> None:
+    """A grid of 64 is finer than the ROI of this case: no view, the pass stands."""
+    case = replace(_click_step_case(), clicks=None, clicks_order=None, prev_pred=None)
+    cfg = replace(CFG, grid=(64, 64, 64), max_zoom_out=0, tile_fraction=0.5)
+    net = PlaneNet()
+    segs = Predictor(net, cfg, "cpu").predict_case(case).segs
+    assert len(net.inputs) == 1 and segs.any()
+
+
+def test_boundary_tiles_are_dropped_when_the_budget_is_short() -> None:
+    """A budget spent once the object's pass is done: the views are extra passes, like
+    zoom-outs, and are not run; the pass stands."""
+    case = replace(_click_step_case(), clicks=None, clicks_order=None, prev_pred=None)
+    budget = Budget.for_step(1, has_boxes=True, clock=lambda: 1e9, start=0.0)
+    net = PlaneNet()
+    cfg = replace(CFG, max_zoom_out=0, tile_fraction=0.5)
+    prediction = Predictor(net, cfg, "cpu").predict_case(case, budget)
+    assert len(net.inputs) == 1 and prediction.segs.any() and prediction.level > Level.FULL
+
+
 def test_click_grow_runs_after_fusion_when_the_card_turns_it_on() -> None:
     """A bg click on a bright patch the network calls object: the grow step takes the patch
     (connected, similar intensity, within the radius) out of the class; off, it stays."""

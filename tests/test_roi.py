@@ -11,7 +11,16 @@ import torch.nn.functional as F
 from model.boxes import Box
 from model.config import ModelConfig
 from model.prompts import ClassPrompts
-from model.roi import Roi, choose_roi, grid_to_roi, local_roi, object_extent, resample_to_grid, zoom_out
+from model.roi import (
+    Roi,
+    choose_roi,
+    grid_to_roi,
+    local_roi,
+    object_extent,
+    resample_to_grid,
+    tiles,
+    zoom_out,
+)
 
 CFG = ModelConfig()  # box_margin 1.6, min_aspect 0.5, min_roi_mm 24, default_roi_mm 96, min_roi_vox 8
 
@@ -309,3 +318,27 @@ def test_local_roi_is_a_fraction_around_the_click_inside_the_object_roi() -> Non
     assert small.size == (24, 48, 48)  # never below min_roi_mm
     edge = local_roi(np.array([59.0, 199.0, 0.0]), around, (2.0, 1.0, 1.0), cfg, 0.3)
     assert edge.hi[0] == 60 and edge.hi[1] == 200 and edge.lo[2] == 0  # kept inside the volume
+
+
+def test_tiles_cover_the_roi_overlapping_and_stay_inside() -> None:
+    roi = Roi((10, 20, 30), (50, 60, 70), (100, 100, 100))
+    views = tiles(roi, 0.5, 3)
+    assert len(views) == 27 and all(v.size == (20, 20, 20) for v in views)
+    covered = np.zeros(roi.shape, np.int32)
+    for v in views:
+        assert all(a >= b for a, b in zip(v.lo, roi.lo, strict=True))
+        assert all(a <= b for a, b in zip(v.hi, roi.hi, strict=True))
+        covered[v.slices] += 1
+    inside = covered[roi.slices]
+    assert inside.min() >= 1 and inside.max() == 8  # every voxel seen; the middle by 2 per axis
+    assert covered.sum() == inside.sum()  # nothing outside the ROI
+
+
+def test_tiles_one_position_is_the_centre_and_a_voxel_at_least() -> None:
+    roi = Roi((0, 0, 0), (2, 41, 40), (2, 41, 40))
+    (view,) = tiles(roi, 0.5, 1)
+    assert view.size == (1, 20, 20) and view.lo == (0, 10, 10)  # centred, half a voxel down where odd
+    with pytest.raises(ValueError):
+        tiles(roi, 0.0, 3)
+    with pytest.raises(ValueError):
+        tiles(roi, 0.5, 0)
