@@ -7,6 +7,7 @@
 #   OUTPUT_DIR  folder for the outputs        (default /workspace/outputs)
 #   WEIGHTS_DIR trained weights               (default <this folder>/weights)
 #   PYTHON      interpreter                   (default python, else python3)
+#   SEGFM_TIME_SCALE  factor on the time allowance, for scoring on a slower machine (default 1)
 # infer.py is found next to this script, wherever it is called from. Extra arguments are passed
 # on to infer.py (e.g. --device cpu).
 set -eu

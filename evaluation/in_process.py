@@ -20,11 +20,12 @@ log = logging.getLogger("infer")
 class InProcessStep:
     """A step runner with ``protocol.run_predict``'s signature, running this repository's model."""
 
-    def __init__(self, weights_dir: Path, device: str | None = None) -> None:
+    def __init__(self, weights_dir: Path, device: str | None = None, time_scale: float = 1.0) -> None:
         from model.predictor import Predictor
         from model.session import Session
 
         self.session = Session(Predictor.from_weights(weights_dir, device=device))
+        self.time_scale = time_scale  # on the time allowance, as infer.py's --time-scale
 
     def __call__(
         self, submission: Path, inputs: Path, outputs: Path, log_path: Path | None, timeout: float | None
@@ -45,7 +46,7 @@ class InProcessStep:
         try:
             Path(outputs).mkdir(parents=True, exist_ok=True)
             results = [
-                infer.run_case(path, Path(outputs), self.session, time.monotonic())
+                infer.run_case(path, Path(outputs), self.session, time.monotonic(), "", self.time_scale)
                 for path in sorted(Path(inputs).glob("*.npz"))
             ]
             for _, line in results:

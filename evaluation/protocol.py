@@ -207,10 +207,16 @@ def read_output(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, 
 
 
 def run_predict(
-    submission: Path, inputs: Path, outputs: Path, log_path: Path | None, timeout: float | None
+    submission: Path,
+    inputs: Path,
+    outputs: Path,
+    log_path: Path | None,
+    timeout: float | None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[float, int | None, bool]:
-    """One container start: ``sh predict.sh`` in the submission folder. Returns (seconds, rc, timed_out)."""
-    env = dict(os.environ)
+    """One container start: ``sh predict.sh`` in the submission folder, with this environment plus
+    `extra_env`. Returns (seconds, rc, timed_out)."""
+    env = {**os.environ, **(extra_env or {})}
     env["INPUT_DIR"] = str(Path(inputs).resolve())
     env["OUTPUT_DIR"] = str(Path(outputs).resolve())
     log = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115

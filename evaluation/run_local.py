@@ -7,7 +7,7 @@ Usage (``bash evaluation/run_local.sh`` passes its arguments here)::
     python -m evaluation.run_local DIR [OUT_DIR]           # DIR/imgs + DIR/gts
     python -m evaluation.run_local TRAIN_DIR [- OUT_DIR]   # training files (gts inside)
     ... [--submission DIR] [--step-timeout S] [--cases GLOB] [--limit N] [--no-plots] [--no-floor]
-    ... [--in-process [--weights DIR] [--device cpu|cuda]]
+    ... [--in-process [--weights DIR] [--device cpu|cuda]] [--time-scale K]
 
 Each step is a fresh ``sh predict.sh`` process, as the organisers run it. ``--in-process`` runs
 every step through this repository's model in one process instead (weights loaded once, see
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fnmatch
+import functools
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ from evaluation.protocol import (
     load_npz,
     prepare_run_dirs,
     run_case,
+    run_predict,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -249,12 +251,23 @@ def main(argv: list[str] | None = None) -> int:
         "--weights", type=Path, default=REPO_ROOT / "weights", help="--in-process: weights folder"
     )
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None, help="--in-process: device")
+    ap.add_argument(
+        "--time-scale",
+        type=float,
+        default=None,
+        help="multiply the time allowance of each step by this (infer.py's --time-scale, "
+        "SEGFM_TIME_SCALE): on a CPU, score what the model does on the container's GPU",
+    )
     args = ap.parse_args(argv)
+    if args.time_scale is not None and not 0.0 < args.time_scale < float("inf"):
+        raise SystemExit(f"--time-scale must be a positive number, not {args.time_scale}")
 
     submission = args.submission.resolve()
     if not (submission / "predict.sh").is_file():
         raise SystemExit(f"no predict.sh in {submission} (use --submission DIR)")
     step_runner = None
+    if args.time_scale is not None:  # predict.sh's steps get it through infer.py's variable
+        step_runner = functools.partial(run_predict, extra_env={"SEGFM_TIME_SCALE": repr(args.time_scale)})
     if args.in_process:
         if submission != REPO_ROOT:
             raise SystemExit(
@@ -262,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         from evaluation.in_process import InProcessStep
 
-        step_runner = InProcessStep(args.weights, args.device)
+        step_runner = InProcessStep(args.weights, args.device, args.time_scale or 1.0)
     imgs_dir, gts_dir, out_dir = resolve_inputs(args)
     t0 = time.perf_counter()
     results = evaluate(

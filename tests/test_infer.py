@@ -165,6 +165,28 @@ def test_budget_is_90s_per_class_over_the_cases_starts(tmp_path, caplog):
     assert pred.calls[2][1].step_s == 90.0 / 5
 
 
+def test_time_scale_multiplies_the_allowance_and_says_so(tmp_path, caplog, monkeypatch):
+    """SEGFM_TIME_SCALE (or --time-scale) scores on a slow machine what the GPU would run: the
+    budget grows by the factor, and the run warns that it is not the organisers'."""
+    inp, out = _dirs(tmp_path)
+    _box_case(inp / "a.npz", n=3)
+    monkeypatch.setenv("SEGFM_TIME_SCALE", "20")
+    pred = FakePredictor()
+    assert _run(inp, out, pred, caplog) == 0
+    assert pred.calls[0][1].step_s == 20 * 45.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("time allowance x 20" in m for m in warnings)
+    pred.calls.clear()
+    assert _run(inp, out, pred, caplog, "--time-scale", "0.5") == 0  # the flag wins over the variable
+    assert pred.calls[0][1].step_s == 22.5
+    for bad in ("0", "-1", "inf", "nan", "fast"):
+        with pytest.raises(SystemExit):
+            infer.parse_args(["--time-scale", bad])
+    monkeypatch.setenv("SEGFM_TIME_SCALE", "fast")
+    with pytest.raises(SystemExit):  # a bad variable is refused, not ignored
+        infer.parse_args([])
+
+
 def test_bad_case_is_logged_and_the_others_still_run(tmp_path, caplog):
     inp, out = _dirs(tmp_path)
     _box_case(inp / "a_good.npz")
@@ -256,13 +278,13 @@ def test_environment_defaults(tmp_path, monkeypatch, caplog):
 
 
 def test_builtin_defaults(monkeypatch):
-    for var in ("INPUT_DIR", "OUTPUT_DIR", "WEIGHTS_DIR", "DEVICE"):
+    for var in ("INPUT_DIR", "OUTPUT_DIR", "WEIGHTS_DIR", "DEVICE", "SEGFM_TIME_SCALE"):
         monkeypatch.delenv(var, raising=False)
     args = infer.parse_args([])
     assert args.input_dir == Path("/workspace/inputs")
     assert args.output_dir == Path("/workspace/outputs")
     assert args.weights_dir == REPO / "weights"
-    assert args.device is None
+    assert args.device is None and args.time_scale == 1.0
 
 
 def test_missing_input_dir_and_empty_input_dir(tmp_path, caplog):

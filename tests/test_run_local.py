@@ -4,6 +4,7 @@ per-case line. The protocol itself is tested in test_protocol.py."""
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -87,3 +88,22 @@ def test_no_floor_flag_and_the_floor_as_submission_skip_the_floor(tmp_path, case
     assert run_local.main([*argv, "--submission", str(run_local.FLOOR)]) == 0
     assert not (out / "floor").exists() and not (out / "summary_vs_floor.csv").exists()
     assert float(_rows(out / "metrics.csv")[0]["DSC_1"]) > 0.3  # the floor scored as the submission
+
+
+def test_time_scale_reaches_each_predict_sh_step_and_nothing_else(tmp_path, cases, monkeypatch) -> None:
+    """--time-scale K: every predict.sh start sees SEGFM_TIME_SCALE (infer.py's allowance factor);
+    this process's environment is left as it was."""
+    monkeypatch.delenv("SEGFM_TIME_SCALE", raising=False)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    seen = tmp_path / "seen.txt"
+    record = f'open({str(seen)!r}, "a").write(os.environ.get("SEGFM_TIME_SCALE", "unset") + "\\n")\n'
+    (sub / "empty.py").write_text(EMPTY + record)
+    (sub / "predict.sh").write_text(f'"{sys.executable}" empty.py\n')
+    out = tmp_path / "out"
+    argv = [str(cases / "imgs"), str(cases / "gts"), str(out), "--no-progress", "--no-plots", "--limit", "1"]
+    assert run_local.main([*argv, "--submission", str(sub), "--no-floor", "--time-scale", "20"]) == 0
+    assert seen.read_text().split() == ["20.0"] * 6  # the box step and five clicks
+    assert "SEGFM_TIME_SCALE" not in os.environ
+    with pytest.raises(SystemExit):
+        run_local.main([*argv, "--submission", str(sub), "--time-scale", "0"])
