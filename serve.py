@@ -1,7 +1,8 @@
 """Serve the model to napari and 3D Slicer over nnInteractive's remote protocol.
 
     python serve.py [--host 127.0.0.1] [--port 1527] [--api-key KEY] [--weights-dir weights]
-                    [--device cpu|cuda] [--max-sessions 1] [--idle-timeout-seconds 600]
+                    [--device cpu|cuda] [--boundary-views auto|on|off] [--max-sessions 1]
+                    [--idle-timeout-seconds 600]
 
 Then point the viewer at ``http://127.0.0.1:1527``: napari-nninteractive in Remote mode, or
 SlicerNNInteractive's server URL. Needs ``pip install -r requirements-server.txt`` (FastAPI,
@@ -39,6 +40,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--weights-dir", type=Path, default=Path(os.environ.get("WEIGHTS_DIR") or REPO / "weights")
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when available")
+    p.add_argument(
+        "--boundary-views",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the card's boundary views (tile_fraction): extra passes along each object's edge "
+        "whenever it is predicted anew; auto = on with CUDA, off on a CPU, where they would cost "
+        "a viewer seconds per click",
+    )
     p.add_argument("--max-sessions", type=int, default=1, help="viewers served at once (default 1)")
     p.add_argument("--idle-timeout-seconds", type=float, default=600.0, help="reclaim a session left idle")
     p.add_argument(
@@ -87,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WeightsMissingError as exc:
         log.error("%s", exc)
         return 2
+    if args.boundary_views == "off" or (args.boundary_views == "auto" and predictor.device == "cpu"):
+        predictor = predictor.with_config(tile_fraction=0.0)
     if not is_loopback(args.host) and args.api_key is None:
         log.warning("listening on %s without --api-key: anyone who can reach the port can use it", args.host)
     licence = licence_of(predictor.card)

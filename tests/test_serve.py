@@ -52,3 +52,35 @@ def test_main_without_weights(tmp_path, caplog) -> None:
     pytest.importorskip("fastapi")
     assert serve.main(["--weights-dir", str(tmp_path)]) == 2
     assert "no trained weights" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("flag", "device", "kept"), [("auto", "cpu", False), ("on", "cpu", True), ("off", "cpu", False)]
+)
+def test_boundary_views_off_on_a_cpu_unless_asked(monkeypatch, tmp_path, flag, device, kept) -> None:
+    """The card's boundary views cost a viewer on a CPU seconds per prediction: auto turns them
+    off there (on with CUDA); on and off force them."""
+    pytest.importorskip("fastapi")
+    uvicorn = pytest.importorskip("uvicorn")
+    import json
+    import shutil
+
+    weights = tmp_path / "w"
+    shutil.copytree(serve.REPO / "weights", weights)
+    card = json.loads((weights / "model.json").read_text())
+    card["config"]["tile_fraction"] = 0.5
+    (weights / "model.json").write_text(json.dumps(card))
+    seen = {}
+    import server.app
+
+    real = server.app.make_app
+
+    def spy(predictor, **kwargs):
+        seen["tiles"] = predictor.config.tile_fraction
+        return real(predictor, **kwargs)
+
+    monkeypatch.setattr(server.app, "make_app", spy)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    argv = ["--weights-dir", str(weights), "--device", "cpu", "--boundary-views", flag]
+    assert serve.main(argv) == 0
+    assert seen["tiles"] == (0.5 if kept else 0.0)
