@@ -10,7 +10,7 @@ from helpers import large_block
 from model.config import ModelConfig
 from model.synthetic import synth_case
 from model.training.data import Volume
-from model.training.stream import ItemStream, Pool, collate, make_item
+from model.training.stream import ItemStream, Pool, coarse_answer, collate, make_item
 from model.training.train import TrainConfig
 
 CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
@@ -71,3 +71,30 @@ def test_stream_workers_differ_and_collate_keeps_lists(pool) -> None:
     assert all(isinstance(b, list) and len(b) == 3 for b in batches)
     a, b = batches[0][0].x, batches[1][0].x  # the two workers' first items
     assert not torch.equal(a, b)
+
+
+def test_tile_items_are_boundary_views_without_a_new_click(pool) -> None:
+    """p_tile 1: every item is a boundary view. Its previous mask (a coarse, slightly wrong copy
+    of the object) has an edge in the view, no click was added to the start's prompts (a box
+    start's view has no click at all), and no region is weighted."""
+    rng = np.random.default_rng(1)
+    mix = TrainConfig(p_tile=1.0, p_box=1.0, p_box2d=0.0).stream()
+    items = [make_item(pool, rng, CFG, mix) for _ in range(16)]
+    fg_ch, bg_ch = (CFG.channels.index(c) for c in ("fg_clicks", "bg_clicks"))
+    for it in items:
+        assert it.kind == "tile" and it.prev is not None and not it.region.any()
+        assert it.prev.any() and not it.prev.all() and it.sample.target.any()
+        assert not it.x[fg_ch].any() and not it.x[bg_ch].any()
+    assert sum(not np.array_equal(it.prev, it.sample.target) for it in items) >= 12  # mostly wrong
+
+
+def test_coarse_answer_moves_the_edge_only() -> None:
+    """The coarse answer keeps the object (most of it, little outside), not an exact copy."""
+    target = np.zeros((64, 64, 64), bool)  # the object spans ~1 / 1.6 of its grid, as in training
+    target[12:52, 10:50, 14:48] = True
+    target[30:34, 50:58, 30:34] = True  # a thin spur a coarse grid blurs
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        out = coarse_answer(target, np.ones(3), rng)
+        overlap = (out & target).sum()
+        assert overlap > 0.7 * target.sum() and (out & ~target).sum() < 0.5 * target.sum()

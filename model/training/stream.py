@@ -6,7 +6,10 @@ Each item is one object at one interaction state, encoded exactly as inference e
   or for a share `p_partial` of the click starts a part of the object around the first click,
   one to `max_clicks` corrective clicks on its errors, and the error region the newest click
   addresses (the loss weights it); a share of these are cut as the predictor's local view
-  around the newest click.
+  around the newest click;
+- or, for a share `p_tile`, one of the predictor's boundary views (predictor._tile_pass): the
+  object's answer, as a coarse and slightly wrong copy of the ground truth, cut at a fraction of
+  the ROI around a point of its boundary, with the start's prompts and no new click.
 Rounds on the network's own predictions are added in the training loop, which holds the net.
 """
 
@@ -21,7 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from model.config import ModelConfig
 from model.encoding import box_channel, encode
 from model.roi import Roi
-from model.training.corrupt import click_rounds, corrupt, error_component
+from model.training.corrupt import click_rounds, corrupt, dilate, erode, error_component, shift
 from model.training.data import Volume
 from model.training.sampler import Sample, augment_intensity, local_sample, make_sample, next_click
 
@@ -40,6 +43,7 @@ class StreamConfig:
     p_local: float
     max_clicks: int
     p_official_click: float
+    p_tile: float = 0.0
 
 
 class Pool:
@@ -86,11 +90,60 @@ class Item:
     prev: np.ndarray | None
     region: np.ndarray  # bool: the error the newest click addresses (empty at a first step)
     use_others: bool
-    kind: str  # "first", "click" or "local"
+    kind: str  # "first", "click", "local" or "tile"
+
+
+def coarse_answer(target: np.ndarray, spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The object's answer as the object's grid gives it: the target at 1/2 to 1/3 the grid's
+    resolution (its edge placed to a coarse voxel), then moved by up to a few mm (dilated,
+    eroded or shifted by a voxel or two), as a network's answer is wrong at its edge."""
+    factor = int(rng.integers(2, 4))
+    t = torch.from_numpy(target.astype(np.float32))[None, None]
+    low = torch.nn.functional.avg_pool3d(t, factor, ceil_mode=True)
+    up = torch.nn.functional.interpolate(low, size=target.shape, mode="trilinear", align_corners=False)
+    out = up[0, 0].numpy() > 0.5
+    move = rng.integers(4)
+    if move == 1:
+        out = dilate(out, spacing, float(rng.uniform(0.5, 2.0)) * float(spacing.min()))
+    elif move == 2:
+        out = erode(out, spacing, float(rng.uniform(0.5, 2.0)) * float(spacing.min()))
+    elif move == 3:
+        out = shift(out, rng.integers(-1, 2, 3))
+    return out if out.any() else target.copy()
+
+
+def _tile_item(s: Sample, rng: np.random.Generator, config: ModelConfig) -> tuple[Sample, np.ndarray] | None:
+    """A boundary view of `s` (see the module docstring), or None when it misses the object."""
+    prev = coarse_answer(s.target, np.asarray(s.spacing), rng)
+    edge = np.argwhere(prev & ~erode(prev, np.asarray(s.spacing), float(np.min(s.spacing))))
+    if not len(edge):
+        return None
+    centre = tuple(int(v) for v in edge[int(rng.integers(len(edge)))])
+    return local_sample(s, prev, centre, rng, config, float(rng.uniform(0.35, 0.65)))  # type: ignore[arg-type]
 
 
 def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: StreamConfig) -> Item:
     """One training item drawn from the pool (see the module docstring for the mix)."""
+    if mix.p_tile > 0 and rng.random() < mix.p_tile:
+        while True:
+            s = make_sample(
+                pool.draw(rng),
+                rng,
+                config,
+                mix.p_box,
+                mix.p_box2d,
+                mix.p_small,
+                mix.p_nested,
+                keep_native=True,
+            )
+            view = _tile_item(s, rng, config) if s is not None else None
+            if view is not None:
+                break
+        s, prev = view
+        image = augment_intensity(s.image, rng)
+        use_others = bool(rng.random() < 0.5)
+        x = encode_sample(s, image, prev, use_others, config)
+        return Item(x.half(), s, image.half(), prev, np.zeros(config.grid, bool), use_others, "tile")
     first = bool(rng.random() < mix.p_first)
     while True:
         s = make_sample(
