@@ -15,6 +15,9 @@ says so with ``logging.warning``:
 3. ``PREV_PRED``: only as many classes as still fit are predicted (coarse); the rest keep their
    ``prev_pred`` mask (or nothing on the box step), which is always a valid answer.
 
+Optional passes that come in batches (the predictor's boundary views) ask :meth:`Budget.fits`
+before each batch instead: they stop where the time ends and never change the level.
+
 This module is the one place the rule lives. The CLI owns the budget (a viewer has none): it
 makes one per case with :meth:`Budget.for_step`, counted from the process start for the first
 case, and hands it to ``Predictor.predict_case``, which plans with it::
@@ -167,6 +170,12 @@ class Budget:
 
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+    def fits(self, seconds: float, tail_s: float = 0.0) -> bool:
+        """Whether work projected at `seconds` (slack applied) still ends before the deadline, with
+        `tail_s` left for what follows. For optional passes run batch by batch (the boundary
+        views): it never changes the level, the caller just stops."""
+        return seconds * self.slack <= self.remaining() - tail_s
 
     def plan(
         self,

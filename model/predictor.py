@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -467,14 +468,16 @@ class Predictor:
         second_look = self.config.local_fraction > 0
         local = [j for j in done if j.newest is not None and not j.edit] if second_look else []
         work = self._boundary_tiles([j for j in done if not j.edit]) if not on_coarse else []
-        if work:  # extra passes, like zoom-outs: dropped first when the budget is short
-            plan = (
-                None
-                if budget is None
-                else budget.plan(sec_per_class, 0, zoom_outs_left=len(work) + len(local), tail_s=tail_s)
-            )
-            if plan is None or plan.allow_zoom_out:
-                self._tile_pass(work, case)
+        if work and budget is not None and budget.level == Level.FULL:
+            local_s = sec_per_class * len(local)  # the click's view comes after and matters more
+
+            def fits(batch_s: float) -> bool:
+                return budget.fits(batch_s + local_s, tail_s)
+
+            first = min(len(work), self.config.max_batch) * sec_per_class
+            self._tile_pass(work, case, fits if fits(first) else lambda _: False, budget.clock)
+        elif work and budget is None:
+            self._tile_pass(work, case)
         if local and not on_coarse:
             plan = (
                 None
@@ -503,19 +506,34 @@ class Predictor:
                     out.append((job, view))
         return out
 
-    def _tile_pass(self, work: list[tuple[_Job, Roi]], case: Case) -> None:
+    def _tile_pass(
+        self,
+        work: list[tuple[_Job, Roi]],
+        case: Case,
+        fits: Callable[[float], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Each object's boundary looked at again, view by view (see `_boundary_tiles`).
 
         A voxel of the object's grid spans its ROI / 64 per axis: 7 mm for a 300 mm organ, while
         NSD forgives 2 mm. Each view sees its part at 1 / tile_fraction the resolution, with the
         object's answer as previous mask (every view reads the same answer); where views overlap
         their probabilities are averaged, and the answer stands where none looked. If a pass
-        fails, the object's answer stands whole.
+        fails, the object's answer stands whole. fits(seconds): whether a batch that long still
+        fits the step's time (None: no budget); checked with the last batch's time before each
+        batch, so a GPU, where a batch of views costs about what one pass does, runs them all and
+        a slow CPU stops where its time ends, keeping the views already seen. clock: the
+        budget's.
         """
         cfg = self.config
         sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        batch_s, done = 0.0, 0
         try:
             for a in range(0, len(work), cfg.max_batch):
+                if fits is not None and not fits(batch_s):
+                    log.info("%s: boundary views stopped at %d of %d (time budget)", case.name, a, len(work))
+                    break
+                t0 = clock()
                 batch = work[a : a + cfg.max_batch]
                 xs = [self._view_input(job, view, case, cfg.grid) for job, view in batch]
                 probs = self._probs(torch.stack(xs))
@@ -530,15 +548,17 @@ class Predictor:
                     inside = _within(view, job.roi)
                     total[inside] += grid_to_roi(p.float(), view).float()
                     count[inside] += 1
+                done = a + len(batch)
+                batch_s = clock() - t0
         except Exception as exc:  # noqa: BLE001 - the object's pass stands on its own
-            log.warning("%s: boundary tiles failed (%s); keeping the object's pass", case.name, exc)
+            log.warning("%s: boundary views failed (%s); keeping the object's pass", case.name, exc)
             return
-        for job in {id(j): j for j, _ in work}.values():
+        for job in {id(j): j for j, _ in work[:done]}.values():
             total, count = sums[id(job)]
             seen = count > 0
             native = job.native_prob()
             native[seen] = (total[seen] / count[seen]).to(native.dtype)
-        log.debug("%s: %d boundary views", case.name, len(work))
+        log.debug("%s: %d of %d boundary views", case.name, done, len(work))
 
     def _local_pass(self, jobs: list[_Job], case: Case) -> None:
         """The finer second look around each class's newest click (sets job.local_prob).

@@ -132,3 +132,13 @@ def test_bad_arguments() -> None:
 def test_process_age_is_plausible() -> None:
     age = process_age_s()
     assert 0.0 <= age < 24 * 3600
+
+
+def test_fits_projects_with_slack_and_never_changes_the_level() -> None:
+    now = [0.0]
+    b = Budget(1, clock=lambda: now[0], start=0.0, steps=6, reserve_s=4.0)  # deadline 11 s
+    assert b.fits(5.0, tail_s=1.0)  # 6.0 <= 10
+    assert not b.fits(9.0, tail_s=1.0)  # 10.8 > 10
+    now[0] = 10.5
+    assert not b.fits(0.0, tail_s=1.0) and b.fits(0.0)
+    assert b.level == Level.FULL

@@ -651,15 +651,42 @@ def test_boundary_tiles_skip_an_roi_no_larger_than_the_grid() -> None:
     assert len(net.inputs) == 1 and segs.any()
 
 
-def test_boundary_tiles_are_dropped_when_the_budget_is_short() -> None:
-    """A budget spent once the object's pass is done: the views are extra passes, like
-    zoom-outs, and are not run; the pass stands."""
+class SlowPlaneNet(PlaneNet):
+    """PlaneNet whose every call costs 2 s on a fake clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.now += 2.0
+        return super().forward(x)
+
+
+def test_boundary_views_stop_where_the_budget_ends_and_keep_what_they_saw() -> None:
+    """A 1-class box step has 15 s less a 4 s reserve, and 1.1 s are kept for fusion and the
+    write. The object's pass takes 2 s (the fake clock); then each batch of 2 views is checked
+    with the last batch's time (x 1.2 slack): three batches fit (t = 4, 6, 8), the fourth would
+    not. The views never raise the degradation level: they are optional, not a cut."""
+    case = replace(_click_step_case(), clicks=None, clicks_order=None, prev_pred=None)
+    cfg = replace(CFG, max_zoom_out=0, tile_fraction=0.5, max_batch=2)
+    net = SlowPlaneNet()
+    budget = Budget.for_step(1, has_boxes=True, clock=lambda: net.now, start=0.0)
+    prediction = Predictor(net, cfg, "cpu").predict_case(case, budget)
+    assert len(net.inputs) == 4 and sum(x.shape[0] for x in net.inputs[1:]) == 6
+    assert prediction.level == Level.FULL and prediction.fallbacks == ()
+    full = Predictor(PlaneNet(), cfg, "cpu").predict_case(case).segs  # no budget: all 18 views
+    kept = Predictor(PlaneNet(), replace(cfg, tile_fraction=0.0), "cpu").predict_case(case).segs
+    assert 0 == full.sum() < prediction.segs.sum() < kept.sum()
+
+
+def test_boundary_views_are_skipped_when_the_first_batch_would_not_fit() -> None:
     case = replace(_click_step_case(), clicks=None, clicks_order=None, prev_pred=None)
     budget = Budget.for_step(1, has_boxes=True, clock=lambda: 1e9, start=0.0)
     net = PlaneNet()
     cfg = replace(CFG, max_zoom_out=0, tile_fraction=0.5)
     prediction = Predictor(net, cfg, "cpu").predict_case(case, budget)
-    assert len(net.inputs) == 1 and prediction.segs.any() and prediction.level > Level.FULL
+    assert len(net.inputs) == 1 and prediction.segs.any() and prediction.level == Level.FULL
 
 
 def test_click_grow_runs_after_fusion_when_the_card_turns_it_on() -> None:
