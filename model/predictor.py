@@ -539,10 +539,10 @@ class Predictor:
                 probs = self._probs(torch.stack(xs))
                 for (job, view), p in zip(batch, probs, strict=True):
                     native = job.native_prob()
-                    if id(job) not in sums:
+                    if id(job) not in sums:  # 5 bytes a voxel (an ROI can be a whole scan)
                         sums[id(job)] = (
                             torch.zeros(native.shape, dtype=torch.float32, device=native.device),
-                            torch.zeros(native.shape, dtype=torch.float32, device=native.device),
+                            torch.zeros(native.shape, dtype=torch.uint8, device=native.device),
                         )
                     total, count = sums[id(job)]
                     inside = _within(view, job.roi)
@@ -557,7 +557,7 @@ class Predictor:
             total, count = sums[id(job)]
             seen = count > 0
             native = job.native_prob()
-            native[seen] = (total[seen] / count[seen]).to(native.dtype)
+            native[seen] = (total[seen].float() / count[seen]).to(native.dtype)
         log.debug("%s: %d of %d boundary views", case.name, done, len(work))
 
     def _local_pass(self, jobs: list[_Job], case: Case) -> None:
