@@ -122,29 +122,10 @@ def _tile_item(s: Sample, rng: np.random.Generator, config: ModelConfig) -> tupl
     return local_sample(s, prev, centre, rng, config, float(rng.uniform(0.35, 0.65)))  # type: ignore[arg-type]
 
 
-def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: StreamConfig) -> Item:
-    """One training item drawn from the pool (see the module docstring for the mix)."""
-    if mix.p_tile > 0 and rng.random() < mix.p_tile:
-        while True:
-            s = make_sample(
-                pool.draw(rng),
-                rng,
-                config,
-                mix.p_box,
-                mix.p_box2d,
-                mix.p_small,
-                mix.p_nested,
-                keep_native=True,
-            )
-            view = _tile_item(s, rng, config) if s is not None else None
-            if view is not None:
-                break
-        s, prev = view
-        image = augment_intensity(s.image, rng)
-        use_others = bool(rng.random() < 0.5)
-        x = encode_sample(s, image, prev, use_others, config)
-        return Item(x.half(), s, image.half(), prev, np.zeros(config.grid, bool), use_others, "tile")
-    first = bool(rng.random() < mix.p_first)
+def _draw(
+    pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: StreamConfig, first: bool
+) -> Sample:
+    """A random object of the pool as `make_sample` prepares it, drawn again until one comes."""
     while True:
         s = make_sample(
             pool.draw(rng),
@@ -159,32 +140,46 @@ def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: St
             p_partial=mix.p_partial,
         )
         if s is not None:
-            break
+            return s
+
+
+def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: StreamConfig) -> Item:
+    """One training item drawn from the pool (see the module docstring for the mix)."""
     prev: np.ndarray | None = None
     region = np.zeros(config.grid, bool)
-    kind = "first"
-    if not first:
-        kind = "click"
-        prism = None
-        if s.prompts.box is not None and s.start == "box":
-            prism = box_channel(grid_roi(config), s.prompts.box, config.grid) > 0
-        if s.part is not None:  # a part of the object around the first click (make_sample)
-            start = s.part
-        else:
-            start, _ = corrupt(s.target, s.others, np.asarray(s.spacing), rng, prism)
-        n = int(rng.integers(1, mix.max_clicks + 1))
-        prev, clicks, region = click_rounds(
-            start, s.target, n, rng, lambda p, t: next_click(p, t, rng, mix.p_official_click)
-        )
-        for k, point in clicks:
-            getattr(s.prompts, k).append(point)
-        if clicks and rng.random() < mix.p_local:
-            local = local_sample(s, prev, clicks[-1][1], rng, config, float(rng.uniform(0.25, 0.6)))
-            if local is not None:
-                s, prev = local
-                newest = getattr(s.prompts, clicks[-1][0])
-                region = error_component(prev, s.target, newest[-1]) if newest else np.zeros_like(prev)
-                kind = "local"
+    if mix.p_tile > 0 and rng.random() < mix.p_tile:
+        kind = "tile"
+        while True:
+            view = _tile_item(_draw(pool, rng, config, mix, first=True), rng, config)
+            if view is not None:
+                break
+        s, prev = view
+    else:
+        first = bool(rng.random() < mix.p_first)
+        s = _draw(pool, rng, config, mix, first)
+        kind = "first"
+        if not first:
+            kind = "click"
+            prism = None
+            if s.prompts.box is not None and s.start == "box":
+                prism = box_channel(grid_roi(config), s.prompts.box, config.grid) > 0
+            if s.part is not None:  # a part of the object around the first click (make_sample)
+                start = s.part
+            else:
+                start, _ = corrupt(s.target, s.others, np.asarray(s.spacing), rng, prism)
+            n = int(rng.integers(1, mix.max_clicks + 1))
+            prev, clicks, region = click_rounds(
+                start, s.target, n, rng, lambda p, t: next_click(p, t, rng, mix.p_official_click)
+            )
+            for k, point in clicks:
+                getattr(s.prompts, k).append(point)
+            if clicks and rng.random() < mix.p_local:
+                local = local_sample(s, prev, clicks[-1][1], rng, config, float(rng.uniform(0.25, 0.6)))
+                if local is not None:
+                    s, prev = local
+                    newest = getattr(s.prompts, clicks[-1][0])
+                    region = error_component(prev, s.target, newest[-1]) if newest else np.zeros_like(prev)
+                    kind = "local"
     s.native = None
     image = augment_intensity(s.image, rng)
     use_others = bool(rng.random() < 0.5)  # the other objects' masks as context, or not
