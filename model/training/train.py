@@ -70,7 +70,7 @@ class TrainConfig:
     p_first: float = 0.25
     p_partial: float = 0.0  # click starts' click steps from a part of the object (sampler.make_sample)
     p_local: float = 0.3
-    p_tile: float = 0.0  # boundary views without a click (stream.make_item), as inference's tiles
+    p_tile: float = 0.0  # boundary views without a click (stream.make_item), as the predictor runs them
     max_clicks: int = 3
     p_own_rounds: float = 0.25
     max_rounds: int = 2
