@@ -20,7 +20,7 @@ from model.budget import Budget, Level
 from model.case_io import Case
 from model.config import ModelConfig
 from model.network import ResEncUNet
-from model.predictor import CARD_FILE, WEIGHTS_FILE, Predictor, WeightsMissingError
+from model.predictor import CARD_FILE, WEIGHTS_FILE, Predictor, WeightsMissingError, first_batch_s
 from model.prompts import ClassPrompts
 from model.roi import choose_roi, object_extent, zoom_out
 from model.synthetic import synth_case
@@ -678,6 +678,12 @@ def test_boundary_views_stop_where_the_budget_ends_and_keep_what_they_saw() -> N
     full = Predictor(PlaneNet(), cfg, "cpu").predict_case(case).segs  # no budget: all 18 views
     kept = Predictor(PlaneNet(), replace(cfg, tile_fraction=0.0), "cpu").predict_case(case).segs
     assert 0 == full.sum() < prediction.segs.sum() < kept.sum()
+
+
+def test_first_batch_of_views_is_projected_per_device() -> None:
+    """A CPU pays a batch of views in proportion to its size; a GPU about one pass for it."""
+    assert first_batch_s(0.25, 8, "cpu") == 2.0
+    assert first_batch_s(0.25, 8, "cuda") == first_batch_s(0.25, 8, "cuda:0") == 0.25
 
 
 def test_boundary_views_are_skipped_when_the_first_batch_would_not_fit() -> None:
