@@ -475,16 +475,17 @@ class Predictor:
         done = [j for j in done if j.answered]
         second_look = self.config.local_fraction > 0
         local = [j for j in done if j.newest is not None and not j.edit] if second_look else []
-        work = self._boundary_tiles([j for j in done if not j.edit]) if not on_coarse else []
-        if work and budget is not None and budget.level == Level.FULL:
+        views = not on_coarse and (budget is None or budget.level == Level.FULL)
+        work = self._boundary_tiles([j for j in done if not j.edit]) if views else []
+        if work and budget is not None:
             local_s = sec_per_class * len(local)  # the click's view comes after and matters more
 
             def fits(batch_s: float) -> bool:
                 return budget.fits(batch_s + local_s, tail_s)
 
             first = first_batch_s(sec_per_class, min(len(work), self.config.max_batch), self.device)
-            self._tile_pass(work, case, fits if fits(first) else lambda _: False, budget.clock)
-        elif work and budget is None:
+            self._tile_pass(work, case, fits, budget.clock, first)
+        elif work:
             self._tile_pass(work, case)
         if local and not on_coarse:
             plan = (
@@ -520,6 +521,7 @@ class Predictor:
         case: Case,
         fits: Callable[[float], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        first_s: float = 0.0,
     ) -> None:
         """Each object's boundary looked at again, view by view (see `_boundary_tiles`).
 
@@ -531,11 +533,11 @@ class Predictor:
         fits the step's time (None: no budget); checked with the last batch's time before each
         batch, so a GPU, where a batch of views costs about what one pass does, runs them all and
         a slow CPU stops where its time ends, keeping the views already seen. clock: the
-        budget's.
+        budget's; first_s: the first batch's projected time (`first_batch_s`).
         """
         cfg = self.config
         sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        batch_s, done = 0.0, 0
+        batch_s, done = first_s, 0
         try:
             for a in range(0, len(work), cfg.max_batch):
                 if fits is not None and not fits(batch_s):
