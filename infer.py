@@ -95,8 +95,9 @@ def load_predictor(weights_dir: Path, device: str | None) -> PredictorLike:
         ) from exc
 
 
-def _time_scale(text: str) -> float:
-    """A positive, finite factor on the time allowance (--time-scale / SEGFM_TIME_SCALE)."""
+def time_scale_arg(text: str) -> float:
+    """A positive, finite factor on the time allowance (--time-scale / SEGFM_TIME_SCALE; also
+    evaluation.run_local's --time-scale, which hands it on to each step)."""
     try:
         value = float(text)
     except ValueError:
@@ -120,7 +121,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--time-scale",
-        type=_time_scale,
+        type=time_scale_arg,
         default=env.get("SEGFM_TIME_SCALE") or "1",  # a string default goes through `type` too
         help="multiply the organisers' 90 s per class by this (env SEGFM_TIME_SCALE; default 1): "
         "to score on a machine this many times slower than the container's GPU what the model does "

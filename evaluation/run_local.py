@@ -45,6 +45,7 @@ from evaluation.protocol import (
     run_case,
     run_predict,
 )
+from infer import time_scale_arg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOOR = REPO_ROOT / "evaluation" / "baselines" / "box_prism"
@@ -253,14 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None, help="--in-process: device")
     ap.add_argument(
         "--time-scale",
-        type=float,
+        type=time_scale_arg,
         default=None,
         help="multiply the time allowance of each step by this (infer.py's --time-scale, "
         "SEGFM_TIME_SCALE): on a CPU, score what the model does on the container's GPU",
     )
     args = ap.parse_args(argv)
-    if args.time_scale is not None and not 0.0 < args.time_scale < float("inf"):
-        raise SystemExit(f"--time-scale must be a positive number, not {args.time_scale}")
 
     submission = args.submission.resolve()
     if not (submission / "predict.sh").is_file():
