@@ -7,8 +7,9 @@ Each object of each training-layout file (``imgs`` with ``gts`` inside) is drawn
 through the training path (`model.training.sampler.make_sample`: a random flip, its ROI jittered,
 the prompts of the chosen start, the same encoding inference uses) and predicted once, with no
 previous mask. Printed per object: its voxels, the grid Dice of the network, the grid Dice of the
-box prism itself (the rectangle of the middle slice extruded over z_min..z_max: the answer of a
-network that ignores the image), and the median predicted/true volume.
+box prism itself (the rectangle of the middle slice extruded over z_min..z_max, or for a viewer's
+one-slice box its rectangle alone: the answer of a network that ignores the image), and the
+median predicted/true volume.
 
 Why: the full protocol (docs/validation.md) says how good the model is on held-out cases, but it
 cannot tell an object type the network generalises badly to from one it never learned. Run on
