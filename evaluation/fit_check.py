@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluation.metrics import dice
 from model.config import ModelConfig
 from model.encoding import box_channel
 from model.training.data import Volume, find_cases, load_volume
@@ -62,11 +63,6 @@ COLUMNS = ["case", "label", "voxels", "dice", "prism_dice", "volume_ratio"]
 LINE = "{:40.40s} {:>5s} {:>8s} {:>6s} {:>10s} {:>12s}"
 
 
-def _dice(pred: np.ndarray, target: np.ndarray) -> float:
-    total = int(pred.sum()) + int(target.sum())
-    return 2.0 * float((pred & target).sum()) / total if total else 1.0
-
-
 def fit_object(
     net: Callable[[torch.Tensor], torch.Tensor],
     volume: Volume,
@@ -92,14 +88,14 @@ def fit_object(
         x = encode_sample(s, s.image, None, False, config)[None]
         with torch.no_grad():
             pred = (net(x)[:, 0].float() > 0)[0].numpy()
-        dices.append(_dice(pred, s.target))
+        dices.append(dice(s.target, pred))
         ratios.append(float(pred.sum()) / float(s.target.sum()))
         if s.prompts.box is not None:
-            prisms.append(_dice(box_channel(grid_roi(config), s.prompts.box, config.grid) > 0, s.target))
+            prisms.append(dice(s.target, box_channel(grid_roi(config), s.prompts.box, config.grid) > 0))
     return ObjectFit(
         volume.name,
         label,
-        int((volume.gts == label).sum()),
+        int(volume.label_counts()[label]),
         float(np.mean(dices)),
         float(np.mean(prisms)) if prisms else float("nan"),
         float(np.median(ratios)),
@@ -143,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{path.name}: skipped ({exc})", file=sys.stderr)
             continue
         for label in range(1, volume.n_classes + 1):
-            if (wanted is not None and label not in wanted) or not (volume.gts == label).any():
+            if (wanted is not None and label not in wanted) or not volume.label_counts()[label]:
                 continue
             r = fit_object(predictor.net, volume, label, predictor.config, args.n, args.start, rng)
             rows.append(r)
