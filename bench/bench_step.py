@@ -8,7 +8,7 @@ copied), plus two synthetic box-step cases generated once into ``<out>/cases``: 
 them for a smoke run; ``--no-synthetic`` / ``--no-real`` skip a group).
 
 Per case, one COLD step in a fresh process (bench/_profile_step.py), broken down into
-interpreter, imports, weights, read, ROI + network, fusion, write; its peak host RAM and, on
+interpreter, imports, weights, read, ROI + network, fusion, edge snap, write; its peak host RAM and, on
 CUDA, peak GPU memory; the step's share of its budget (90 s x classes / 6); the ratio of the
 step to the floor measured in the same run, floor = ``python -c "import torch"`` + reading the
 case + writing its output; and the end-to-end wall time of ``sh predict.sh`` on the case alone
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "budget = 90 s x classes / 6\n"
     )
     head = [
-        "case", "shape", "cls", "interp", "imports", "weights", "read", "ROI+net", "fusion", "write",
+        "case", "shape", "cls", "interp", "imports", "weights", "read", "ROI+net", "fusion", "snap", "write",
         "step s", "e2e s", "floor s", "step/floor", "% budget", "RAM GiB", "GPU GiB",
     ]  # fmt: skip
     print("| " + " | ".join(head) + " |")
@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             r["case"], r["shape"], str(r["classes"] or "-"), _fmt(r["interpreter_s"]),
             _fmt(t.get("imports")), _fmt(t.get("weights")),
             _fmt(t.get("read", r["floor_read_s"])), _fmt(t.get("network")), _fmt(t.get("fusion")),
-            _fmt(t.get("write", r["floor_write_s"])), _fmt(r["step_s"]), _fmt(r["e2e_s"]), _fmt(r["floor_s"]),
+            _fmt(t.get("snap")), _fmt(t.get("write", r["floor_write_s"])), _fmt(r["step_s"]),
+            _fmt(r["e2e_s"]), _fmt(r["floor_s"]),
             _fmt(r["ratio"], 1), _fmt(share, 0), _fmt(r["peak_rss_gib"]), _fmt(r["peak_gpu_gib"]),
         ]  # fmt: skip
         print("| " + " | ".join(cells) + " |")

@@ -54,6 +54,13 @@ class ModelConfig:
     # pass's answer where they look. Only for ROIs larger than the grid; 0 = off
     tile_fraction: float = 0.0
     tile_positions: int = 3
+    # edge snap (model/edge_snap.py): after fusion, each class the network answered this step has
+    # the voxels within snap_band voxels of its edge, inside the region it answered, given to the
+    # side (object or background) whose mean intensity in a snap_window_mm window is nearer, where
+    # the two sides differ by snap_separation pooled standard deviations there; 0 = off
+    snap_band: int = 0
+    snap_window_mm: float = 12.0
+    snap_separation: float = 1.0
     threshold: float = 0.5
     # mirror views averaged per forward pass (1 = none, up to 8: every flip of z, y, x; the network
     # trained on random flips). 4 views measured about neutral for 3x the time (docs/validation.md): off

@@ -15,10 +15,11 @@ extent, and an edit confined to the view around each click grew a large object s
 click too slowly (docs/validation.md, clicks-only sweep). A class marked done (None last in its
 clicks_order: the evaluator found it perfect) keeps its prev_pred mask, locked in fusion: nothing to
 fix, no risk. A class whose ROI or forward pass fails, or that the time budget cuts, falls back to
-its prev_pred mask; the result says which (:class:`Prediction`). After fusion, with `grow_radius_mm`
-> 0, every click gets the classical correction of model/click_grow.py at native resolution (unlocked
-classes only). With `tta_mirrors` > 1 every forward pass averages that many flipped views of its
-input.
+its prev_pred mask; the result says which (:class:`Prediction`). After fusion, with `snap_band` > 0,
+each class the network answered has its edge moved onto the image's where the image shows one,
+inside the region it answered (model/edge_snap.py). Then, with `grow_radius_mm` > 0, every click
+gets the classical correction of model/click_grow.py at native resolution (unlocked classes only).
+With `tta_mirrors` > 1 every forward pass averages that many flipped views of its input.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from model.budget import Budget, Level
 from model.case_io import Case
 from model.click_grow import grow_at_clicks
 from model.config import ModelCard, ModelConfig
+from model.edge_snap import snap_edges
 from model.encoding import encode
 from model.ensemble import ProbabilityMean
 from model.fusion import ClassProb, fuse
@@ -63,8 +65,9 @@ class Prediction:
     """One step's answer, and what happened on the way (for logs, the CLI's status, a viewer).
 
     segs: uint8 label map of the case's shape; label k+1 is the object of boxes[k] / clicks[k].
-    timings: seconds per phase: "network" (prompts, ROIs, forward passes), "fusion" and "grow"
-    (the classical correction at the clicks, model/click_grow.py; ~0 when it is off).
+    timings: seconds per phase: "network" (prompts, ROIs, forward passes), "fusion", "snap" (the
+    edges moved onto the image's, model/edge_snap.py) and "grow" (the classical correction at the
+    clicks, model/click_grow.py); ~0 for a phase that is off.
     failed: label -> reason, for the classes whose ROI or forward pass raised.
     cut: the classes the time budget left unpredicted.
     level: the budget's degradation level (FULL without a budget).
@@ -140,6 +143,14 @@ class _Kept:
     def cut_off(self, p: ClassPrompts) -> None:
         self.cut.append(p.label)
         self.keep_prev(p)
+
+
+def _answered_region(job: _Job) -> tuple[slice, slice, slice]:
+    """Where the network's answer replaced the class's previous mask this step: an edit's local
+    view, else the object's ROI."""
+    if job.edit and job.local_roi is not None:
+        return job.local_roi.slices
+    return job.roi.slices
 
 
 def _prev_boxes(prev: np.ndarray | None, n: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
@@ -417,6 +428,11 @@ class Predictor:
         segs = fuse(case.shape, probs, threshold=self.config.threshold)
         t_fused = time.monotonic()
         cfg = self.config
+        answered = [(j.prompts.label, _answered_region(j)) for j in done]
+        segs = snap_edges(
+            segs, case.imgs, case.spacing, answered, cfg.snap_band, cfg.snap_window_mm, cfg.snap_separation
+        )
+        t_snapped = time.monotonic()
         locked = {p.label for p in kept.probs if p.locked}
         segs = grow_at_clicks(
             segs,
@@ -435,7 +451,12 @@ class Predictor:
         t_end = time.monotonic()
         return Prediction(
             segs=segs,
-            timings={"network": t_net - t_start, "fusion": t_fused - t_net, "grow": t_end - t_fused},
+            timings={
+                "network": t_net - t_start,
+                "fusion": t_fused - t_net,
+                "snap": t_snapped - t_fused,
+                "grow": t_end - t_snapped,
+            },
             failed=dict(kept.failed),
             cut=tuple(sorted(kept.cut)),
             level=budget.level if budget is not None else Level.FULL,

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import ConstNet
+from scipy import ndimage
 from torch import nn
 
 from model.boxes import Box, boxes_from_labels
@@ -715,6 +716,47 @@ def test_click_grow_runs_after_fusion_when_the_card_turns_it_on() -> None:
     # limit leaves that class to the network, and the patch stays
     gated = replace(base, grow_radius_mm=10.0, grow_leak_limit=0.5)
     np.testing.assert_array_equal(Predictor(ConstNet(20.0), gated, "cpu").predict_case(case).segs, off.segs)
+
+
+def test_edge_snap_sees_only_what_the_network_answered(monkeypatch) -> None:
+    """The snap gets each answered class with the region its answer covers: the object's ROI at a
+    box step, the click's view for an edit (refine_locally), nothing for a class kept as perfect."""
+    seen: list[list] = []
+
+    def spy(segs, imgs, spacing, regions, band, window_mm, min_separation):
+        seen.append(list(regions))
+        assert (band, window_mm, min_separation) == (1, 12.0, 1.0)
+        return segs
+
+    monkeypatch.setattr("model.predictor.snap_edges", spy)
+    cfg = replace(CFG, max_zoom_out=0, local_fraction=0.4, refine_locally=True, snap_band=1)
+    case = _click_step_case()
+    box_step = replace(case, clicks=None, clicks_order=None, prev_pred=None)
+    done = replace(case, clicks_order=[[None]])  # found perfect at the last step
+    for c in (box_step, case, done):
+        Predictor(ConstNet(20.0), cfg, "cpu").predict_case(c)
+    ((label, roi),) = seen[0]
+    assert label == 1 and all(s.start <= 8 and s.stop >= 24 for s in roi)  # the whole object
+    ((label, view),) = seen[1]
+    assert label == 1 and view[2] == slice(18, 42)  # the click's 24-voxel view, x 18..41
+    assert seen[2] == []
+
+
+def test_edge_snap_moves_an_answer_onto_the_objects_edge() -> None:
+    """The image shows a bright object one voxel inside the network's answer all round: with the
+    snap on, the answer's outer layer goes back to background and the object stays whole."""
+    case = replace(_click_step_case(), clicks=None, clicks_order=None, prev_pred=None)
+    base = replace(CFG, max_zoom_out=0)
+    off = Predictor(ConstNet(20.0), base, "cpu").predict_case(case).segs
+    inside = ndimage.binary_erosion(off == 1)
+    case = replace(case, imgs=np.where(inside, 200, 60).astype(np.uint8))
+    on = Predictor(ConstNet(20.0), replace(base, snap_band=1), "cpu").predict_case(case).segs
+    np.testing.assert_array_equal(Predictor(ConstNet(20.0), base, "cpu").predict_case(case).segs, off)
+    assert (on[inside] == 1).all()
+    layer = (off == 1) & ~inside
+    # all but the voxels near the answer's corners, where the inside fills under 5 % of the
+    # 13-voxel window and the snap leaves a voxel alone (one side too thin to read)
+    assert (on[layer] == 0).mean() > 0.8
 
 
 # ------------------------------------------------------------------------------ mirror views

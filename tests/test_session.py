@@ -66,7 +66,7 @@ def test_session_predicts_what_the_case_file_says(tiny_predictor, synth, tmp_pat
     assert len(np.unique(direct)) >= 3  # a real answer, not an empty map
     np.testing.assert_array_equal(result.segs == 3, prev == 3)  # done: kept exactly
     assert s.labels is result.segs
-    assert set(result.timings) == {"network", "fusion", "grow"}
+    assert set(result.timings) == {"network", "fusion", "snap", "grow"}
     assert result.fallbacks == () and result.level == Level.FULL
 
 
