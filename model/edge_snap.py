@@ -7,7 +7,7 @@ validation cases, setting only the voxels within one voxel of each predicted edg
 lift NSD_Final from 0.69 to 0.85 (docs/validation.md, "Edge snap"): most of what NSD loses lies
 in that band, below the network's resolution.
 
-How: for each class, the band of voxels within `band` voxels (26-connectivity, per iteration)
+How: for each class, the band of voxels within `band` voxels (face neighbours, per iteration)
 of its mask's edge is judged by the image. Inside: the mask eroded by `band` + 1; outside: a
 shell two voxels thick, one voxel beyond the band, that is background in the label map (a
 voxel clear of the band on both sides, so that a blurred edge's partial voxels do not pull one
@@ -23,6 +23,13 @@ it: never from or to another class.
 Which classes: those the network answered this step, inside the region it answered (a boxed
 class's click step edits only a view around the click, so only that view is snapped); a class
 kept from the previous step or locked as perfect is left as it is.
+
+Which axes: only those along which the answered region spans more native voxels than the grid
+has, i.e. where the network's answer was upsampled and its edge can lie between native voxels.
+Along an axis the grid resolves (a 40 mm lesion's ROI on 64 grid voxels, a thick-slice MR's z),
+the edge voxel is the network's own decision, and moving it a whole voxel (6.5 mm in such an
+MR) on a local mean is a guess: on the 29 validation cases, snapping along every axis cost the
+thick-slice MR brain lesions and a spinal cord up to 0.22 DSC_AUC (docs/validation.md).
 """
 
 from __future__ import annotations
@@ -69,12 +76,20 @@ def snap_class(
     band: int,
     window_mm: float,
     min_separation: float,
+    axes: Sequence[bool] = (True, True, True),
 ) -> int:
     """Snap class `label`'s edge inside `region` of `segs` (in place); returns voxels changed.
 
-    spacing: mm per array axis (z, y, x).
+    spacing: mm per array axis (z, y, x). axes: the array axes along which the edge may move
+    (the band, and the sides read beside it, reach along these only).
     """
-    win = _window(spacing, window_mm)
+    if not any(axes):
+        return 0
+    step = ndimage.generate_binary_structure(3, 1)  # face neighbours, along the allowed axes only
+    for axis, allowed in enumerate(axes):
+        if not allowed:
+            step = np.delete(step, [0, 2], axis=axis)
+    win = [w if a else 1 for w, a in zip(_window(spacing, window_mm), axes, strict=True)]
     found = ndimage.find_objects((segs[region] == label).view(np.uint8))
     if not found or found[0] is None:
         return 0
@@ -88,15 +103,15 @@ def snap_class(
     labels = segs[sl]
     mask = labels == label
     img = imgs[sl].astype(np.float32)
-    edge = ndimage.binary_dilation(mask, iterations=band) & ~ndimage.binary_erosion(
-        mask, iterations=band, border_value=1
+    edge = ndimage.binary_dilation(mask, step, iterations=band) & ~ndimage.binary_erosion(
+        mask, step, iterations=band, border_value=1
     )
     edge &= _inside(region, sl)
     # the two sides are read a voxel clear of the band: a blurred edge's partial voxels would
     # pull each side's mean towards the other
-    inner = ndimage.binary_erosion(mask, iterations=band + 1, border_value=1)
-    near = ndimage.binary_dilation(mask, iterations=band + 1)
-    outer = ndimage.binary_dilation(near, iterations=2) & ~near & (labels == 0)
+    inner = ndimage.binary_erosion(mask, step, iterations=band + 1, border_value=1)
+    near = ndimage.binary_dilation(mask, step, iterations=band + 1)
+    outer = ndimage.binary_dilation(near, step, iterations=2) & ~near & (labels == 0)
     n_in, m_in, v_in = _local_stats(img, inner, win)
     n_out, m_out, v_out = _local_stats(img, outer, win)
     judged = edge & (n_in > _MIN_SUPPORT) & (n_out > _MIN_SUPPORT)
@@ -117,11 +132,15 @@ def snap_edges(
     band: int,
     window_mm: float,
     min_separation: float,
+    grid: Sequence[int],
 ) -> np.ndarray:
     """`segs` with each (label, region) of `regions` snapped, in place and returned; `band` 0
-    leaves it untouched. spacing: mm per array axis (z, y, x), as `Case.spacing` holds it."""
+    leaves it untouched. spacing: mm per array axis (z, y, x), as `Case.spacing` holds it.
+    grid: the network's grid; a region's edge moves only along the axes on which it spans more
+    native voxels than the grid has (where the network's answer was upsampled)."""
     if band <= 0:
         return segs
     for label, region in regions:
-        snap_class(segs, imgs, label, region, spacing, band, window_mm, min_separation)
+        axes = [r.stop - r.start > g for r, g in zip(region, grid, strict=True)]
+        snap_class(segs, imgs, label, region, spacing, band, window_mm, min_separation, axes)
     return segs

@@ -430,7 +430,14 @@ class Predictor:
         cfg = self.config
         answered = [(j.prompts.label, _answered_region(j)) for j in done]
         segs = snap_edges(
-            segs, case.imgs, case.spacing, answered, cfg.snap_band, cfg.snap_window_mm, cfg.snap_separation
+            segs,
+            case.imgs,
+            case.spacing,
+            answered,
+            cfg.snap_band,
+            cfg.snap_window_mm,
+            cfg.snap_separation,
+            cfg.grid,
         )
         t_snapped = time.monotonic()
         locked = {p.label for p in kept.probs if p.locked}

@@ -25,8 +25,11 @@ def _image(truth: np.ndarray, contrast: float, seed: int = 0) -> np.ndarray:
     return np.clip(ndimage.gaussian_filter(img, 0.7), 0, 255).astype(np.uint8)
 
 
-def _snap(segs: np.ndarray, img: np.ndarray, regions, band: int = 1) -> np.ndarray:
-    return snap_edges(segs.copy(), img, SPACING, regions, band, 6.0, 1.0)
+GRID = (16, 16, 16)  # coarser than the 40-voxel volume on every axis: the answer was upsampled
+
+
+def _snap(segs: np.ndarray, img: np.ndarray, regions, band: int = 1, grid=GRID) -> np.ndarray:
+    return snap_edges(segs.copy(), img, SPACING, regions, band, 6.0, 1.0, grid)
 
 
 def test_an_edge_one_voxel_out_moves_onto_the_object() -> None:
@@ -73,3 +76,24 @@ def test_band_zero_is_off() -> None:
     truth = _ball(10)
     segs = _ball(11).astype(np.uint8)
     assert (_snap(segs, _image(truth, 100), [(1, FULL)], band=0) == segs).all()
+
+
+def test_the_edge_moves_only_along_axes_the_grid_did_not_resolve() -> None:
+    """A cylinder along z, answered one slice too long at each end: with a grid as fine as the
+    region along z (the network resolved z), the end slices stay; with a coarser one they go.
+    A grid as fine as the region on every axis leaves the answer alone."""
+    z, y, x = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    disk = (y - 20) ** 2 + (x - 20) ** 2 <= 100
+
+    def cylinder(z0: int, z1: int) -> np.ndarray:
+        return disk & (z >= z0) & (z <= z1)
+
+    truth, segs = cylinder(10, 29), cylinder(9, 30).astype(np.uint8)
+    img = _image(truth, 100)
+    resolved = _snap(segs, img, [(1, FULL)], grid=(40, 16, 16))
+    assert (resolved[9] == 1).sum() > 0.9 * (segs[9] == 1).sum()
+    assert (resolved[30] == 1).sum() > 0.9 * (segs[30] == 1).sum()
+    upsampled = _snap(segs, img, [(1, FULL)])
+    assert (upsampled[9] == 1).sum() < 0.05 * (segs[9] == 1).sum()  # all but a few rim voxels
+    assert (upsampled[30] == 1).sum() < 0.05 * (segs[30] == 1).sum()
+    assert (_snap(segs, img, [(1, FULL)], grid=(40, 40, 40)) == segs).all()

@@ -723,9 +723,9 @@ def test_edge_snap_sees_only_what_the_network_answered(monkeypatch) -> None:
     box step, the click's view for an edit (refine_locally), nothing for a class kept as perfect."""
     seen: list[list] = []
 
-    def spy(segs, imgs, spacing, regions, band, window_mm, min_separation):
+    def spy(segs, imgs, spacing, regions, band, window_mm, min_separation, grid):
         seen.append(list(regions))
-        assert (band, window_mm, min_separation) == (1, 12.0, 1.0)
+        assert (band, window_mm, min_separation, grid) == (1, 12.0, 1.0, CFG.grid)
         return segs
 
     monkeypatch.setattr("model.predictor.snap_edges", spy)
