@@ -6,7 +6,8 @@ The snap runs after fusion, on the host, over every class the network answered. 
 follows the masks' size and the window, not the network, so each case's ground truth (``../gts``
 next to ``--cases``, default ../shared/data/cases/imgs, read in place), dilated by one voxel
 to give the snap an edge to move, stands in for a box step's answer: every class is snapped
-over the whole volume, the median of ``--repeat`` runs. Prints a markdown table of seconds per
+over the whole volume (so along the axes on which the volume spans more voxels than ``--grid``),
+the median of ``--repeat`` runs. Prints a markdown table of seconds per
 step, voxels changed, and the mean Dice to the ground truth of the stand-in and of its snapped
 answer (how much of the added layer the image took back). A script, not a test: it never fails on slowness.
 """
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--band", type=int, default=1)
     ap.add_argument("--window-mm", type=float, default=12.0)
     ap.add_argument("--separation", type=float, default=1.0)
+    ap.add_argument("--grid", type=int, nargs=3, default=[64, 64, 64], help="the network's grid")
     args = ap.parse_args(argv)
     paths = sorted(p for p in args.cases.glob("*.npz") if (p.parent.parent / "gts" / p.name).exists())
     if not paths:
@@ -62,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             segs = answer.copy()
             t0 = time.perf_counter()
-            snap_edges(segs, data["imgs"], spacing, regions, args.band, args.window_mm, args.separation)
+            snap_edges(
+                segs, data["imgs"], spacing, regions, args.band, args.window_mm, args.separation, args.grid
+            )
             runs.append(time.perf_counter() - t0)
             changed = int((segs != answer).sum())
         shape = "x".join(str(n) for n in answer.shape)
