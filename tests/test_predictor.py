@@ -25,7 +25,7 @@ from model.predictor import CARD_FILE, WEIGHTS_FILE, Predictor, WeightsMissingEr
 from model.prompts import ClassPrompts
 from model.roi import choose_roi, object_extent, zoom_out
 from model.synthetic import synth_case
-from model.training.export import export
+from model.training.export import export, main
 
 CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
 
@@ -100,6 +100,28 @@ def test_export_and_load_round_trip(weights, predictor) -> None:
     for k, v in net.state_dict().items():  # the shipped weights are the fp16-rounded trained ones
         want = v.half().float() if v.is_floating_point() else v
         assert torch.equal(predictor.net.state_dict()[k], want), k
+
+
+def test_recard_rewrites_the_card_alone(weights, tmp_path) -> None:
+    """A new inference setting on shipped weights: the config key and the named card keys change,
+    the training record stays, and the weights file is byte for byte the same."""
+    out = tmp_path / "w"
+    export(weights[1].parent / "run" / "last.pt", out)
+    before = (out / WEIGHTS_FILE).read_bytes()
+    old = json.loads((out / CARD_FILE).read_text())
+    main(["--recard", str(out), "--inference", '{"snap_band": 1}', "--card-extra", str(_extra(tmp_path))])
+    new = json.loads((out / CARD_FILE).read_text())
+    assert (out / WEIGHTS_FILE).read_bytes() == before
+    assert new["config"] == {**old["config"], "snap_band": 1}
+    assert new["validation_full_protocol"] == {"n_cases": 29} and new["training"] == old["training"]
+    with pytest.raises(SystemExit):
+        main(["--recard", str(out), "--ckpt", str(weights[1].parent / "run" / "last.pt")])
+
+
+def _extra(tmp_path: Path) -> Path:
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps({"validation_full_protocol": {"n_cases": 29}}))
+    return path
 
 
 def test_export_sets_inference_keys(weights, tmp_path) -> None:

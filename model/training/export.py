@@ -3,6 +3,8 @@
 `python -m model.training.export --ckpt runs/cpu/best.pt --out weights --card-extra notes.json`
 The card records the architecture config, channel order, normalisation, training data, steps,
 hardware, wall time, the training command and the validation figures of the checkpoint.
+`python -m model.training.export --recard weights --card-extra X.json --inference '{...}'` rewrites
+an exported card alone (a new inference setting judged on the same weights).
 """
 
 from __future__ import annotations
@@ -117,9 +119,28 @@ def export(
     return out / WEIGHTS_FILE
 
 
+def recard(weights_dir: Path, extra: dict | None = None, inference: dict | None = None) -> Path:
+    """Rewrite weights_dir's card in place for a new inference setting and its figures; the
+    weights file is not touched. For shipping an inference change on weights whose training
+    checkpoint is no longer on the machine: the card keeps its training record and history, the
+    `inference` keys replace the config's, and `extra` replaces the keys it names (the card
+    extras of `evaluation.card_validation`). Returns the card's path."""
+    path = weights_dir / CARD_FILE
+    old = ModelCard.load(path)
+    config = ModelConfig.from_dict({**old.config.to_dict(), **(inference or {})})
+    ModelCard(config=config, card={**old.card, **(extra or {})}).save(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="export a checkpoint to the shipped weights folder")
-    parser.add_argument("--ckpt", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", type=Path, help="the training checkpoint to export")
+    source.add_argument(
+        "--recard",
+        type=Path,
+        help="a weights folder whose card alone is rewritten (--card-extra, --inference), in place",
+    )
     parser.add_argument("--out", type=Path, default=Path("weights"))
     parser.add_argument(
         "--card-extra", type=Path, help="JSON merged into the card (command, hardware, metrics)"
@@ -137,6 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     extra = json.loads(args.card_extra.read_text()) if args.card_extra else None
+    if args.recard is not None:
+        if args.members:
+            parser.error("--members needs --ckpt")
+        print(f"rewrote {recard(args.recard, extra, args.inference)}")
+        return
     path = export(args.ckpt, args.out, extra, args.inference, args.members)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {args.out / CARD_FILE}")
 
