@@ -109,11 +109,17 @@ def card_extras(
     )
     samples = f"{prev.samples:,}".replace(",", " ")
     old_sweep = old["clicks_only_sweep"]
+    earlier = {k: v for k, v in old_sweep.items() if k.startswith("previous_weights_")}
+    # the same run shipped again with a new inference setting: its earlier means keep their key,
+    # the card's last ones get the next free one
+    key, n = f"previous_weights_{prev.name}", 2
+    while key in earlier:
+        key, n = f"previous_weights_{prev.name}_{n}", n + 1
     sweep_block = {
         "what": old_sweep["what"],
         "these_weights": sweep_means(sweep),
-        f"previous_weights_{prev.name}": old_sweep["these_weights"],
-        **{k: v for k, v in old_sweep.items() if k.startswith("previous_weights_")},
+        key: old_sweep["these_weights"],
+        **earlier,
         f"cases_better_worse_vs_{prev.name}": better_worse(prev.sweep, sweep, SWEEP_COLUMNS),
     }
     block = {

@@ -125,3 +125,16 @@ def test_a_new_inference_setting_replaces_the_carried_one(tmp_path) -> None:
     block = extras["validation_full_protocol"]
     assert block["inference"] == "shipped, grow gated"
     assert block["previous_weights"] == "run cpu10 (93 016 samples in all), its own inference (shipped)"
+
+
+def test_the_same_run_shipped_again_keeps_each_earlier_sweep(tmp_path) -> None:
+    """cpu10 shipped again with a new inference setting: the sweep of its last card and the one
+    before it both stay, under their own keys."""
+    prev = _folders(tmp_path)
+    prev.extras["validation_full_protocol"]["clicks_only_sweep"]["previous_weights_cpu10"] = {"DSC_AUC": 1.2}
+    new = Inference("{}", "shipped, snapped")
+    extras = card_extras("cpu10", tmp_path / "val_new", tmp_path / "co_new", prev, set(), "s", "h", new)
+    sweep = extras["validation_full_protocol"]["clicks_only_sweep"]
+    assert sweep["previous_weights_cpu10"] == {"DSC_AUC": 1.2}  # the first card's
+    assert sweep["previous_weights_cpu10_2"] == {"DSC_AUC": 1.5}  # the last card's
+    assert sweep["previous_weights_cpu9"] == {"DSC_AUC": 1.4}
