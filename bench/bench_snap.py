@@ -4,12 +4,12 @@ Run: ``python -m bench.bench_snap [--cases DIR] [--repeat 3] [--band 1] [--windo
 
 The snap runs after fusion, on the host, over every class the network answered. Its cost
 follows the masks' size and the window, not the network, so each case's ground truth (``../gts``
-next to ``--cases``, default ../shared/data/cases/imgs, read in place), dilated by one voxel
-to give the snap an edge to move, stands in for a box step's answer: every class is snapped
-over the whole volume (so along the axes on which the volume spans more voxels than ``--grid``),
-the median of ``--repeat`` runs. Prints a markdown table of seconds per
-step, voxels changed, and the mean Dice to the ground truth of the stand-in and of its snapped
-answer (how much of the added layer the image took back). A script, not a test: it never fails on slowness.
+next to ``--cases``, default ../shared/data/cases/imgs, read in place), dilated by one voxel to
+give the snap an edge to move, stands in for a box step's answer: every class is snapped over the
+whole volume (so along the axes on which the volume spans more voxels than ``--grid``), the
+median of ``--repeat`` runs. Prints a markdown table of seconds per step, voxels changed, and the
+mean Dice to the ground truth of the stand-in and of its snapped answer (how much of the added
+layer the image took back). A script, not a test: it never fails on slowness.
 """
 
 from __future__ import annotations

@@ -9,16 +9,16 @@ in that band, below the network's resolution.
 
 How: for each class, the band of voxels within `band` voxels (face neighbours, per iteration)
 of its mask's edge is judged by the image. Inside: the mask eroded by `band` + 1; outside: a
-shell two voxels thick, one voxel beyond the band, that is background in the label map (a
-voxel clear of the band on both sides, so that a blurred edge's partial voxels do not pull one
-side's mean towards the other). Around every
-band voxel, in a window `window_mm` wide, the mean intensity of each side is taken; a band voxel
-goes to the side whose local mean is nearer (the midpoint rule: a voxel half in the object
-and half out, as a blurred edge images it, sits halfway between the two means). Where the two
-sides do not differ by `min_separation` pooled standard deviations in that window, the image
-cannot tell them apart and the network's answer stands (a sarcoma against muscle, a vessel
-against its neighbour). A band voxel may only be taken from background and only given back to
-it: never from or to another class.
+shell two voxels thick, one voxel beyond the band, that is background in the label map (a voxel
+clear of the band on both sides, so that a blurred edge's partial voxels do not pull one side's
+mean towards the other). Around every band voxel, in a window `window_mm` wide, the mean
+intensity of each side is taken; a band voxel goes to the side whose local mean is nearer (the
+midpoint rule: a voxel half in the object and half out, as a blurred edge images it, sits
+halfway between the two means). Where the two sides do not differ by `min_separation` pooled
+standard deviations in that window, or one of them fills under 5 % of it, the image cannot tell
+them apart and the network's answer stands (a sarcoma against muscle, a vessel against its
+neighbour). A band voxel may only be taken from background and only given back to it: never
+from or to another class.
 
 Which classes: those the network answered this step, inside the region it answered (a boxed
 class's click step edits only a view around the click, so only that view is snapped); a class
@@ -81,7 +81,7 @@ def snap_class(
     """Snap class `label`'s edge inside `region` of `segs` (in place); returns voxels changed.
 
     spacing: mm per array axis (z, y, x). axes: the array axes along which the edge may move
-    (the band, and the sides read beside it, reach along these only).
+    (the band, the sides beside it and the window they are read in reach along these only).
     """
     if not any(axes):
         return 0
