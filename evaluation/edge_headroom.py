@@ -27,24 +27,21 @@ from scipy import ndimage
 
 from evaluation.metrics import score_step, surface_dice, surface_distances
 from model.config import ModelCard, ModelConfig
-from model.edge_snap import snap_edges
+from model.edge_snap import edge_band, snap_edges
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def band_fixed_nsd(gts: np.ndarray, segs: np.ndarray, spacing_stored: Sequence[float], band: int) -> float:
     """Mean NSD over the objects of `gts` with every voxel within `band` voxels of each predicted
-    object's edge set to the truth (each object on its own)."""
+    object's edge set to the truth (each object on its own; the snap's band, `edge_band`)."""
     values = []
     for label in np.unique(gts)[1:]:
         truth, pred = gts == label, segs == label
         found = ndimage.find_objects((truth | pred).view(np.uint8))[0]
         crop = tuple(slice(max(s.start - band - 1, 0), s.stop + band + 1) for s in found)
         truth, pred = truth[crop], pred[crop]
-        edge = ndimage.binary_dilation(pred, iterations=band) & ~ndimage.binary_erosion(
-            pred, iterations=band, border_value=1
-        )
-        fixed = np.where(edge, truth, pred)
+        fixed = np.where(edge_band(pred, band), truth, pred)
         values.append(surface_dice(surface_distances(truth, fixed, spacing_stored)) if fixed.any() else 0.0)
     return float(np.mean(values))
 

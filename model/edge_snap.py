@@ -60,6 +60,14 @@ def _local_stats(img: np.ndarray, side: np.ndarray, win: list[int]) -> tuple[np.
     return support, mean, np.maximum(sq - mean * mean, _VAR_FLOOR)
 
 
+def edge_band(mask: np.ndarray, band: int, step: np.ndarray | None = None) -> np.ndarray:
+    """The voxels within `band` voxels of `mask`'s edge, on either side: grown by `band` steps
+    of `step` (default: face neighbours) less shrunk by as many. The volume's border is not an
+    edge (erosion sees object beyond it)."""
+    grown = ndimage.binary_dilation(mask, step, iterations=band)
+    return grown & ~ndimage.binary_erosion(mask, step, iterations=band, border_value=1)
+
+
 def _inside(region: Roi, crop: tuple[slice, ...]) -> np.ndarray:
     """Boolean array of the crop's shape: True inside `region` (both in volume coordinates)."""
     axes = [np.arange(c.start, c.stop) for c in crop]
@@ -103,10 +111,7 @@ def snap_class(
     labels = segs[sl]
     mask = labels == label
     img = imgs[sl].astype(np.float32)
-    edge = ndimage.binary_dilation(mask, step, iterations=band) & ~ndimage.binary_erosion(
-        mask, step, iterations=band, border_value=1
-    )
-    edge &= _inside(region, sl)
+    edge = edge_band(mask, band, step) & _inside(region, sl)
     # the two sides are read a voxel clear of the band: a blurred edge's partial voxels would
     # pull each side's mean towards the other
     inner = ndimage.binary_erosion(mask, step, iterations=band + 1, border_value=1)
