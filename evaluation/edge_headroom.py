@@ -10,8 +10,8 @@ set right, the rest left as predicted (the case's mean over its objects, without
 DSC > 0.2 gate). That is what a perfect correction of that reach could win, and no more: if it
 is small, NSD is lost to gross errors (a wrong object, a missed part) that no edge work fixes.
 With ``--snap``, DSC and NSD after the edge snap of the weights' card (model/edge_snap.py)
-applied offline to the saved masks, each object's region its mask's bounding box grown by the
-card's ``box_margin`` (the ROI rule's margin). Offline, the snap sees the final masks only: in
+applied offline to the saved masks, each object's region the ROI that the predictor's rule
+(`model.roi.choose_roi`) draws around its mask's bounding box. Offline, the snap sees the final masks only: in
 the protocol it also changes the next clicks, so a run with it on (its card's ``snap_band``) is
 the judge; this is for choosing what to run.
 """
@@ -28,6 +28,7 @@ from scipy import ndimage
 from evaluation.metrics import score_step, surface_dice, surface_distances
 from model.config import ModelCard, ModelConfig
 from model.edge_snap import edge_band, snap_edges
+from model.roi import choose_roi
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,17 +47,19 @@ def band_fixed_nsd(gts: np.ndarray, segs: np.ndarray, spacing_stored: Sequence[f
     return float(np.mean(values))
 
 
-def offline_regions(segs: np.ndarray, margin: float) -> list[tuple[int, tuple[slice, slice, slice]]]:
-    """Each object's bounding box grown `margin` times about its centre, inside the volume."""
+def offline_regions(
+    segs: np.ndarray, spacing: tuple[float, float, float], cfg: ModelConfig
+) -> list[tuple[int, tuple[slice, slice, slice]]]:
+    """Each object's ROI as the predictor chooses it from a box (`model.roi.choose_roi` on the
+    mask's bounding box): the region the network answered at the box step, as near as saved
+    masks tell it."""
     out = []
     for label, found in enumerate(ndimage.find_objects(segs), start=1):
         if found is None:
             continue
-        region = []
-        for s, n in zip(found, segs.shape, strict=True):
-            centre, half = (s.start + s.stop) / 2, (s.stop - s.start) * margin / 2
-            region.append(slice(max(int(centre - half), 0), min(int(np.ceil(centre + half)), n)))
-        out.append((label, (region[0], region[1], region[2])))
+        lo = np.array([s.start for s in found], float)
+        hi = np.array([s.stop - 1 for s in found], float)
+        out.append((label, choose_roi(segs.shape, spacing, (lo, hi), cfg).slices))
     return out
 
 
@@ -65,7 +68,7 @@ def snapped(
 ) -> np.ndarray:
     """The card's edge snap on a copy of `segs`, every object in its offline region."""
     spacing = tuple(float(v) for v in spacing_stored)[::-1]  # stored (x, y, z) -> array axes
-    regions = offline_regions(segs, cfg.box_margin)
+    regions = offline_regions(segs, spacing, cfg)
     return snap_edges(
         segs.copy(), imgs, spacing, regions, cfg.snap_band, cfg.snap_window_mm, cfg.snap_separation, cfg.grid
     )

@@ -37,11 +37,15 @@ def test_a_band_as_wide_as_the_error_makes_it_right() -> None:
     assert band_fixed_nsd(gts, gts, SPACING, 1) == 1.0
 
 
-def test_offline_regions_grow_each_box_about_its_centre() -> None:
-    segs = np.zeros((20, 20, 20), np.uint8)
-    segs[8:12, 5:15, 0:4] = 1
-    ((label, region),) = offline_regions(segs, 1.5)
-    assert label == 1 and region == (slice(7, 13), slice(2, 18), slice(0, 5))
+def test_offline_regions_are_the_predictors_roi_around_each_mask() -> None:
+    """The ROI rule's margin about the mask's centre, and its floors: a side below
+    `min_aspect` of the longest side is raised to it."""
+    segs = np.zeros((40, 40, 40), np.uint8)
+    segs[16:24, 10:30, 18:22] = 1  # 8 x 20 x 4 voxels
+    cfg = ModelConfig(box_margin=1.5, min_aspect=0.5, min_roi_mm=0.0, min_roi_vox=1)
+    ((label, region),) = offline_regions(segs, (1.0, 1.0, 1.0), cfg)
+    # sides 12, 30 and 6 voxels -> 15, 30, 15 (half of 30), each about the mask's centre
+    assert label == 1 and region == (slice(12, 27), slice(5, 35), slice(12, 27))
 
 
 def test_the_cli_prints_every_case_and_the_snap_helps_a_blurred_object(tmp_path, capsys) -> None:
