@@ -28,7 +28,7 @@ from scipy import ndimage
 from evaluation.metrics import score_step, surface_dice, surface_distances
 from model.config import ModelCard, ModelConfig
 from model.edge_snap import edge_band, snap_edges
-from model.roi import choose_roi
+from model.roi import choose_roi, label_extents
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,14 +53,12 @@ def offline_regions(
     """Each object's ROI as the predictor chooses it from a box (`model.roi.choose_roi` on the
     mask's bounding box): the region the network answered at the box step, as near as saved
     masks tell it."""
-    out = []
-    for label, found in enumerate(ndimage.find_objects(segs), start=1):
-        if found is None:
-            continue
-        lo = np.array([s.start for s in found], float)
-        hi = np.array([s.stop - 1 for s in found], float)
-        out.append((label, choose_roi(segs.shape, spacing, (lo, hi), cfg).slices))
-    return out
+    extents = label_extents(segs, int(segs.max()))
+    return [
+        (label, choose_roi(segs.shape, spacing, extent, cfg).slices)
+        for label, extent in enumerate(extents, start=1)
+        if extent is not None
+    ]
 
 
 def snapped(

@@ -45,7 +45,7 @@ from model.ensemble import ProbabilityMean
 from model.fusion import ClassProb, fuse
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts, class_prompts
-from model.roi import Roi, choose_roi, grid_to_roi, local_roi, object_extent, tiles
+from model.roi import Roi, choose_roi, grid_to_roi, label_extents, local_roi, object_extent, tiles
 
 log = logging.getLogger(__name__)
 
@@ -151,19 +151,6 @@ def _answered_region(job: _Job) -> tuple[slice, slice, slice]:
     if job.edit and job.local_roi is not None:
         return job.local_roi.slices
     return job.roi.slices
-
-
-def _prev_boxes(prev: np.ndarray | None, n: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """Inclusive bounding boxes of labels 1..n in prev_pred, in one pass over the volume."""
-    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n
-    if prev is None:
-        return out
-    from scipy.ndimage import find_objects
-
-    for k, sl in enumerate(find_objects(prev, max_label=n)):
-        if sl is not None:
-            out[k] = (np.array([s.start for s in sl]), np.array([s.stop - 1 for s in sl]))
-    return out
 
 
 def _newest(case: Case, label: int, order: list) -> tuple[int, int, int] | None:
@@ -398,7 +385,7 @@ class Predictor:
         t_start = time.monotonic()
         n = case.n_classes
         prompts = class_prompts(n, case.boxes, case.clicks)
-        kept = _Kept(case, _prev_boxes(case.prev_pred, n))
+        kept = _Kept(case, [None] * n if case.prev_pred is None else label_extents(case.prev_pred, n))
         jobs: list[_Job] = []
         for p, pbox in zip(prompts, kept.prev_boxes, strict=True):
             order = (

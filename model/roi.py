@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from model.config import ModelConfig
 from model.prompts import ClassPrompts
@@ -111,6 +112,16 @@ def object_extent(
     if not los:
         return None
     return np.min(np.asarray(los, float), axis=0), np.max(np.asarray(his, float), axis=0)
+
+
+def label_extents(labels: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Inclusive bounding boxes (lo, hi) of labels 1..n of a label map, in one pass over the
+    volume; None for a label that is absent. What `choose_roi` takes as an object's extent."""
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n
+    for k, sl in enumerate(ndimage.find_objects(labels, max_label=n)):
+        if sl is not None:
+            out[k] = (np.array([s.start for s in sl]), np.array([s.stop - 1 for s in sl]))
+    return out
 
 
 def choose_roi(

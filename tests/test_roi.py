@@ -15,6 +15,7 @@ from model.roi import (
     Roi,
     choose_roi,
     grid_to_roi,
+    label_extents,
     local_roi,
     object_extent,
     resample_to_grid,
@@ -342,3 +343,13 @@ def test_tiles_one_position_is_the_centre_and_a_voxel_at_least() -> None:
         tiles(roi, 0.0, 3)
     with pytest.raises(ValueError):
         tiles(roi, 0.5, 0)
+
+
+def test_label_extents_are_inclusive_boxes_and_none_for_an_absent_label() -> None:
+    labels = np.zeros((10, 12, 14), np.uint8)
+    labels[2:5, 3:9, 0:1] = 1
+    labels[9, 11, 13] = 3
+    one, two, three = label_extents(labels, 3)
+    assert one is not None and three is not None and two is None
+    assert one[0].tolist() == [2, 3, 0] and one[1].tolist() == [4, 8, 0]
+    assert three[0].tolist() == three[1].tolist() == [9, 11, 13]
