@@ -11,9 +11,9 @@ DSC > 0.2 gate). That is what a perfect correction of that reach could win, and 
 is small, NSD is lost to gross errors (a wrong object, a missed part) that no edge work fixes.
 With ``--snap``, DSC and NSD after the edge snap of the weights' card (model/edge_snap.py)
 applied offline to the saved masks, each object's region the ROI that the predictor's rule
-(`model.roi.choose_roi`) draws around its mask's bounding box. Offline, the snap sees the final masks only: in
-the protocol it also changes the next clicks, so a run with it on (its card's ``snap_band``) is
-the judge; this is for choosing what to run.
+(`model.roi.choose_roi`) draws around its mask's bounding box. Offline, the snap sees the final
+masks only: in the protocol it also changes the next clicks, so a run with it on (its card's
+``snap_band``) is the judge; this is for choosing what to run.
 """
 
 from __future__ import annotations
