@@ -62,10 +62,6 @@ class ModelConfig:
     snap_window_mm: float = 12.0
     snap_separation: float = 1.0
     threshold: float = 0.5
-    # the mask threshold of an object given a box, None = threshold. The boxed answers' edges lie
-    # outside the true edge more often than inside, while a clicks-only object's first answers
-    # are too small (docs/validation.md, "A threshold for boxed objects")
-    box_threshold: float | None = None
     # mirror views averaged per forward pass (1 = none, up to 8: every flip of z, y, x; the network
     # trained on random flips). 4 views measured about neutral for 3x the time (docs/validation.md): off
     tta_mirrors: int = 1
@@ -74,11 +70,6 @@ class ModelConfig:
     @property
     def in_channels(self) -> int:
         return len(self.channels)
-
-    def mask_threshold(self, boxed: bool) -> float:
-        """The probability an object's voxel must exceed: box_threshold for a boxed object (when
-        set), else threshold."""
-        return self.box_threshold if boxed and self.box_threshold is not None else self.threshold
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

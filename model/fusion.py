@@ -6,13 +6,12 @@ spurious islands (they cost DSC and, worse, NSD). Public entries let the last cl
 the others and never clean up; here:
 
 1. Each voxel takes the most probable class if that probability beats background
-   (``p > threshold``, or the class's own threshold where it has one), else 0. Ties go to the class
-   with the smaller ROI, then to the lower label: a nested object (a tumour in its organ) has
-   the smaller ROI, and where both are certain (probabilities saturate at 1.0 in float16) the
-   container loses a few voxels while the nested object would otherwise vanish whole. A *locked*
-   class (one the user or the evaluator marked done: its mask is final) is not a competitor: it
-   keeps every voxel of its mask, whatever the others predict there, and its mask is not
-   cleaned.
+   (``p > threshold``), else 0. Ties go to the class with the smaller ROI, then to the lower
+   label: a nested object (a tumour in its organ) has the smaller ROI, and where both are
+   certain (probabilities saturate at 1.0 in float16) the container loses a few voxels while
+   the nested object would otherwise vanish whole. A *locked* class (one the user or
+   the evaluator marked done: its mask is final) is not a competitor: it keeps every voxel of
+   its mask, whatever the others predict there, and its mask is not cleaned.
 2. Per unlocked class, 26-connected components are taken. A component is kept when it carries prompt
    evidence: it holds a foreground click of that class, or it meets the box's middle-slice
    rectangle (slice ``z_mid``, the x/y rectangle). When no component does, the largest is kept
@@ -58,8 +57,6 @@ class ClassProb:
     box: the box prompt (its rectangle lies on slice z_mid), or None.
     locked: the mask ``prob > threshold`` is final (a class marked done): it wins all its voxels
         and is never cleaned.
-    threshold: this class's own background probability (an object given a box may have its
-        own), None = the one ``fuse`` is given.
     """
 
     label: int
@@ -68,7 +65,6 @@ class ClassProb:
     fg_clicks: list[tuple[int, int, int]] = field(default_factory=list)
     box: Box | None = None
     locked: bool = False
-    threshold: float | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +174,7 @@ def fuse(
 
     shape: the full volume shape. classes: any order (processed by ROI volume, then label, so
     ties -> the smaller ROI, then the lower label). threshold: background's probability; a
-    class must strictly exceed it (its own ``ClassProb.threshold`` where set).
+    class must strictly exceed it.
     backend: "auto", "cpu" or "cuda". Returns a host numpy uint8 array of ``shape``.
     """
     shape = (int(shape[0]), int(shape[1]), int(shape[2]))
@@ -209,12 +205,11 @@ def fuse(
     dtype = xp.float16 if all(_is_float16(items[i].prob) for i in nonempty) else xp.float32
     lo = [min(rois[i][a].start for i in nonempty) for a in range(3)]
     hi = [max(rois[i][a].stop for i in nonempty) for a in range(3)]
-    best = xp.zeros([h - low for low, h in zip(lo, hi, strict=True)], dtype=dtype)
+    best = xp.full([h - low for low, h in zip(lo, hi, strict=True)], threshold, dtype=dtype)
 
     # 1. Locked classes first: their mask is final, so each voxel of it is taken at a probability
     #    no competitor can beat (2 > any p). Then argmax against background, class by class from
-    #    the smallest ROI up (then by label); a strict ">" keeps the earlier class on ties. A class
-    #    wins only above its threshold, so every value written to `best` exceeds its writer's.
+    #    the smallest ROI up (then by label); a strict ">" keeps the earlier class on ties.
     def roi_volume(i: int) -> int:
         return int(np.prod([s.stop - s.start for s in rois[i]]))
 
@@ -229,15 +224,14 @@ def fuse(
         if p.dtype != dtype:
             p = p.astype(dtype)
         best_v = best[tuple(slice(s.start - o, s.stop - o) for s, o in zip(r, lo, strict=True))]
-        above = p > (threshold if c.threshold is None else c.threshold)
         if c.locked:
-            win = above
+            win = p > threshold
             xp.copyto(best_v, 2.0, where=win)
         else:
-            win = above & (p > best_v)
+            win = p > best_v
             xp.copyto(best_v, p, where=win)
         xp.copyto(out[r], int(c.label), where=win)
-        del p, win, above
+        del p, win
     del best
 
     # 2. connected components per unlocked class, inside its ROI.

@@ -105,10 +105,6 @@ class _Job:
         """Whether the network gave this job its answer (the local view's, for an edit)."""
         return (self.local_prob if self.edit else self.prob) is not None
 
-    def threshold(self, config: ModelConfig) -> float:
-        """The probability this object's voxels must exceed (a boxed object may have its own)."""
-        return config.mask_threshold(self.prompts.box is not None)
-
     def native_prob(self) -> torch.Tensor:
         """`prob` at native resolution over `roi`, computed once: the local pass reads it for its
         previous mask and the paste-back starts from it. Valid only after the last zoom-out."""
@@ -330,7 +326,7 @@ class Predictor:
         faces it reaches. An object that stops growing over the clicks shows here: an answer far
         from every face of an ROI sized by a mask that found too little is never zoomed out."""
         assert job.prob is not None
-        mask = (job.prob > job.threshold(self.config)).cpu().numpy()
+        mask = (job.prob > self.config.threshold).cpu().numpy()
         size_mm = np.asarray(job.roi.size) * np.asarray(case.spacing)
         log.debug(
             "%s: class %d, %s: ROI %s mm (z,y,x), answer %.1f %% of it, reaching inner faces on axes %s",
@@ -361,8 +357,7 @@ class Predictor:
             prev = case.prev_pred[roi.slices].astype(np.uint8, copy=True)
         if not job.edit:  # the object's pass decides this class's mask here
             prev[prev == job.prompts.label] = 0
-            inside = job.native_prob()[_within(roi, job.roi)] > job.threshold(cfg)
-            prev[inside.cpu().numpy()] = job.prompts.label
+            prev[(job.native_prob()[_within(roi, job.roi)] > cfg.threshold).cpu().numpy()] = job.prompts.label
         img = torch.from_numpy(np.ascontiguousarray(case.imgs[roi.slices]))
         return encode(img, torch.from_numpy(prev), job.prompts, roi, case.spacing, cfg)
 
@@ -372,7 +367,7 @@ class Predictor:
         for job in jobs:
             if job.zooms >= self.config.max_zoom_out or job.prob is None:
                 continue
-            mask = (job.prob > job.threshold(self.config)).cpu().numpy()
+            mask = (job.prob > self.config.threshold).cpu().numpy()
             grown = job.roi.zoomed_out(mask, self.config.zoom_factor)
             if grown is not None:
                 job.roi = grown
@@ -528,7 +523,7 @@ class Predictor:
         for job in jobs:
             if all(s <= g for s, g in zip(job.roi.size, cfg.grid, strict=True)):
                 continue
-            mask = (job.native_prob() > job.threshold(cfg)).cpu().numpy()
+            mask = (job.native_prob() > cfg.threshold).cpu().numpy()
             for view in tiles(job.roi, cfg.tile_fraction, cfg.tile_positions):
                 part = mask[_within(view, job.roi)]
                 if part.any() and not part.all():
@@ -642,5 +637,4 @@ class Predictor:
             prob=prob,
             fg_clicks=list(job.prompts.fg),
             box=job.prompts.box,
-            threshold=job.threshold(self.config),
         )

@@ -55,10 +55,3 @@ def test_config_is_frozen() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         ModelConfig().grid = (8, 8, 8)  # type: ignore[misc]
-
-
-def test_mask_threshold_of_boxed_and_clicks_only_objects() -> None:
-    assert ModelConfig(threshold=0.5).mask_threshold(True) == 0.5  # no box_threshold: one for all
-    cfg = ModelConfig(threshold=0.5, box_threshold=0.55)
-    assert cfg.mask_threshold(True) == 0.55 and cfg.mask_threshold(False) == 0.5
-    assert ModelConfig.from_dict({"box_threshold": None}) == ModelConfig()

@@ -73,19 +73,6 @@ def test_threshold_is_strict_and_below_is_background() -> None:
     assert seg.sum() == 1 and seg[0, 0, 0] == 1
 
 
-def test_a_class_with_its_own_threshold() -> None:
-    """Each class must beat its own threshold (where set) and then the other classes: 0.53 is
-    background for a class whose threshold is 0.55, and a class at 0.52 (threshold 0.5) keeps a
-    voxel where the other's 0.53 is below its own threshold."""
-    p1 = np.array([0.52, 0.52, 0.40, 0.0], np.float32).reshape(1, 1, 4)
-    p2 = np.array([0.53, 0.60, 0.53, 0.0], np.float32).reshape(1, 1, 4)
-    roi = _full_roi((1, 1, 4))
-    own = [ClassProb(1, roi, p1), ClassProb(2, roi, p2, threshold=0.55)]
-    assert fuse((1, 1, 4), own, backend="cpu")[0, 0].tolist() == [1, 2, 0, 0]
-    shared = [ClassProb(1, roi, p1), ClassProb(2, roi, p2)]  # both at fuse's 0.5
-    assert fuse((1, 1, 4), shared, backend="cpu")[0, 0].tolist() == [2, 2, 2, 0]
-
-
 def test_spurious_far_component_dropped() -> None:
     main = _ball(SHAPE, (10, 12, 12), 5)
     far = _ball(SHAPE, (10, 32, 32), 3)

@@ -629,23 +629,6 @@ def test_refine_locally_still_segments_a_class_with_no_previous_mask() -> None:
     np.testing.assert_array_equal(local, whole)
 
 
-def test_box_threshold_applies_to_boxed_objects_only() -> None:
-    """The network answers 0.6 everywhere. With box_threshold 0.65 the boxed object (label 1) is
-    background while the clicks-only object (label 2) keeps threshold 0.5; without it both stand."""
-    imgs = np.random.default_rng(0).integers(0, 255, (32, 48, 48)).astype(np.uint8)
-    box = Box(z_min=4, z_max=11, z_mid=8, y_min=4, y_max=15, x_min=4, x_max=15)
-    clicks = [{"fg": [], "bg": []}, {"fg": [(24, 36, 36)], "bg": []}]
-    case = _case(imgs, (1.0, 1.0, 1.0), boxes=[box, None], clicks=clicks, order=[[], ["fg"]])
-    net = ConstNet(float(np.log(0.6 / 0.4)))
-    base = replace(CFG, max_zoom_out=0, local_fraction=0.0)
-    both = Predictor(net, base, "cpu").predict_case(case).segs
-    boxed_higher = Predictor(net, replace(base, box_threshold=0.65), "cpu").predict_case(case).segs
-    assert both[8, 10, 10] == 1 and both[24, 36, 36] == 2
-    assert not (boxed_higher == 1).any() and boxed_higher[24, 36, 36] == 2
-    # label 2's ROI (96 mm around its click) spans the volume: it now also takes label 1's voxels
-    np.testing.assert_array_equal(boxed_higher == 2, both > 0)
-
-
 class PlaneNet(nn.Module):
     """Object on the first call (the object's pass) left of grid column 6, background right of
     it; background everywhere on every later call (the boundary views). Keeps each input."""
