@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from evaluation.metrics import dice
+from model.case_io import spacing_zyx
 from model.edge_snap import snap_edges
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---:|---:|---:|---:|")
     for path in paths:
         data = np.load(path, allow_pickle=True)  # a clicks-only case has no prompt read_case accepts
-        spacing = tuple(float(v) for v in np.asarray(data["spacing"], dtype=float)[::-1])  # (z, y, x)
+        spacing = spacing_zyx(data["spacing"])
         gts = np.load(path.parent.parent / "gts" / path.name, allow_pickle=True)["gts"]
         answer = stand_in(gts)
         full = tuple(slice(0, n) for n in answer.shape)

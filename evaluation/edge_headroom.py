@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from evaluation.metrics import score_step, surface_dice, surface_distances
+from model.case_io import spacing_zyx
 from model.config import ModelCard, ModelConfig
 from model.edge_snap import edge_band, snap_edges
 from model.roi import choose_roi, label_extents
@@ -65,7 +66,7 @@ def snapped(
     segs: np.ndarray, imgs: np.ndarray, spacing_stored: Sequence[float], cfg: ModelConfig
 ) -> np.ndarray:
     """The card's edge snap on a copy of `segs`, every object in its offline region."""
-    spacing = tuple(float(v) for v in spacing_stored)[::-1]  # stored (x, y, z) -> array axes
+    spacing = spacing_zyx(spacing_stored)
     regions = offline_regions(segs, spacing, cfg)
     return snap_edges(
         segs.copy(), imgs, spacing, regions, cfg.snap_band, cfg.snap_window_mm, cfg.snap_separation, cfg.grid

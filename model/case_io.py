@@ -324,20 +324,31 @@ def _parse_spacing(raw: Any, fname: str, fail: Callable[[str, str], CaseError]) 
         raise fail("spacing", f"unreadable ({raw!r}), using 1.0 mm") from exc
     if values.size != 3:
         raise fail("spacing", f"has {values.size} values, expected 3, using 1.0 mm")
-    lo, hi = SPACING_RANGE_MM
-    out: list[float] = []
-    for v in values[::-1]:
-        out.append(1.0 if not (math.isfinite(v) and v > 0) else min(max(float(v), lo), hi))
-    if out != [float(v) for v in values[::-1]]:
+    out = spacing_zyx(values)
+    if list(out) != [float(v) for v in values[::-1]]:
         log.warning(
             "%s: 'spacing' %s (x,y,z) used as %s: values must be positive and are clamped to [%g, %g] mm",
             fname,
             values.tolist(),
-            out[::-1],
-            lo,
-            hi,
+            list(out[::-1]),
+            *SPACING_RANGE_MM,
         )
-    return (out[0], out[1], out[2])
+    return out
+
+
+def spacing_zyx(stored: Any) -> tuple[float, float, float]:
+    """Stored (x,y,z) spacing -> millimetres along the array axes (z,y,x), each value usable.
+
+    One definition for inference, training and the offline tools, so all of them see the same
+    millimetres: a value that is not a positive number becomes 1.0 mm, the rest are clamped into
+    SPACING_RANGE_MM. Raises ValueError unless there are exactly three values.
+    """
+    values = np.asarray(stored, dtype=np.float64).reshape(-1)
+    if values.size != 3:
+        raise ValueError(f"spacing has {values.size} values, expected 3")
+    lo, hi = SPACING_RANGE_MM
+    z, y, x = (1.0 if not (math.isfinite(v) and v > 0) else min(max(float(v), lo), hi) for v in values[::-1])
+    return (z, y, x)
 
 
 def _as_list(raw: Any, key: str, fail: Callable[[str, str], CaseError]) -> list[Any]:

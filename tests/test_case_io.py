@@ -11,7 +11,15 @@ import pytest
 from helpers import unpicklable
 
 from model.boxes import BOX_KEYS, Box
-from model.case_io import SPACING_RANGE_MM, Case, CaseError, read_case, read_prev_pred, write_segs
+from model.case_io import (
+    SPACING_RANGE_MM,
+    Case,
+    CaseError,
+    read_case,
+    read_prev_pred,
+    spacing_zyx,
+    write_segs,
+)
 
 SHAPE = (6, 10, 12)
 
@@ -215,6 +223,17 @@ def test_zero_spacing_warns_once(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="model.case_io"):
         assert read_case(p).spacing == (1.0, 1.0, 1.0)
     assert len(caplog.records) == 1 and "spacing" in caplog.text
+
+
+def test_spacing_zyx_is_the_one_reading_of_stored_spacing():
+    """Training, inference and the offline tools share it: reversed, unusable -> 1.0, clamped."""
+    lo, hi = SPACING_RANGE_MM
+    assert spacing_zyx(np.array([0.7, 0.8, 2.5], np.float32)) == pytest.approx((2.5, 0.8, 0.7))
+    assert spacing_zyx([np.nan, -1.0, 0.0]) == (1.0, 1.0, 1.0)
+    assert spacing_zyx([1e308, 1e-9, 3]) == (3.0, lo, hi)
+    assert all(type(v) is float for v in spacing_zyx(np.array([1, 2, 3])))
+    with pytest.raises(ValueError, match="3"):
+        spacing_zyx([1.0, 1.0])
 
 
 def test_click_outside_volume_dropped_with_warning(tmp_path, caplog):

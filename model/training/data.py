@@ -17,6 +17,7 @@ import numpy as np
 from scipy.ndimage import find_objects
 
 from model.boxes import relabel_sequential
+from model.case_io import spacing_zyx
 
 
 @dataclass
@@ -125,13 +126,12 @@ def load_volume(path: Path) -> Volume:
     with np.load(path, allow_pickle=False) as data:
         imgs = np.asarray(data["imgs"])
         gts = relabel_sequential(np.asarray(data["gts"]))
-        spacing_xyz = np.asarray(data["spacing"], float) if "spacing" in data else np.ones(3)
+        spacing = spacing_zyx(data["spacing"]) if "spacing" in data else (1.0, 1.0, 1.0)
     if imgs.ndim != 3 or imgs.shape != gts.shape:
         raise ValueError(f"{path.name}: imgs {imgs.shape} and gts {gts.shape} must be equal 3-D shapes")
     if imgs.dtype != np.uint8:
         imgs = np.clip(imgs, 0, 255).astype(np.uint8)
-    spacing = tuple(float(s) if np.isfinite(s) and s > 0 else 1.0 for s in spacing_xyz[::-1])
-    return Volume(path.stem, imgs, gts, spacing)  # type: ignore[arg-type]
+    return Volume(path.stem, imgs, gts, spacing)
 
 
 def split_cases(files: list[Path], split_file: Path) -> tuple[list[Path], list[Path]]:
