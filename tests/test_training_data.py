@@ -90,6 +90,16 @@ def test_load_volume_relabels_and_reverses_spacing(tree) -> None:
     assert vol.imgs.dtype == np.uint8
 
 
+def test_load_volume_bad_spacing_names_the_file(tmp_path) -> None:
+    imgs = np.zeros((2, 3, 4), np.uint8)
+    gts = np.ones((2, 3, 4), np.uint8)
+    _write(tmp_path / "zero.npz", imgs, gts, spacing=[0.0, np.nan, 2.0])
+    assert load_volume(tmp_path / "zero.npz").spacing == (2.0, 1.0, 1.0)  # unusable -> 1.0 mm
+    _write(tmp_path / "short.npz", imgs, gts, spacing=[1.0, 2.0])
+    with pytest.raises(ValueError, match=r"short\.npz: spacing has 2 values"):
+        load_volume(tmp_path / "short.npz")
+
+
 def test_load_volume_float_image_clipped_and_single_label(tree) -> None:
     root, _ = tree
     vol = load_volume(root / "MR" / "MR_X" / "MR_X_007.npz")

@@ -126,7 +126,10 @@ def load_volume(path: Path) -> Volume:
     with np.load(path, allow_pickle=False) as data:
         imgs = np.asarray(data["imgs"])
         gts = relabel_sequential(np.asarray(data["gts"]))
-        spacing = spacing_zyx(data["spacing"]) if "spacing" in data else (1.0, 1.0, 1.0)
+        try:
+            spacing = spacing_zyx(data["spacing"]) if "spacing" in data else (1.0, 1.0, 1.0)
+        except ValueError as exc:
+            raise ValueError(f"{path.name}: {exc}") from exc
     if imgs.ndim != 3 or imgs.shape != gts.shape:
         raise ValueError(f"{path.name}: imgs {imgs.shape} and gts {gts.shape} must be equal 3-D shapes")
     if imgs.dtype != np.uint8:
