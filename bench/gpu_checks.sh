@@ -19,6 +19,7 @@ CASES=${SEGFM_CASES:-.gpucases}
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
+rm -f "$OUT"/*.log  # a reused $OUT must not show an earlier call's logs as this call's
 
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
