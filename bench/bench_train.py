@@ -13,7 +13,8 @@ predictions (and the stacking of ready items), `optim` forward + backward + step
 - `workers, corrupted`: the current recipe (items from DataLoader workers, own rounds on a share
   of batches only), with 1 torch thread and with 2;
 - `..., bf16`: the same on 2 threads with the network passes in bfloat16 (`bf16_cpu`), which
-  pays on CPUs with AMX or AVX512-BF16.
+  pays on CPUs with AMX or AVX512-BF16; on a CPU without them the loop runs fp32
+  (`resolve_bf16_cpu`) and the row says so.
 
 `--only TEXT` runs the variants whose name contains TEXT.
 
@@ -29,7 +30,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from model.training.train import TrainConfig, train
+from model.training.train import TrainConfig, cpu_has_native_bf16, train
 
 VARIANTS = {
     "serial, own rounds every batch": {"workers": 0, "p_own_rounds": 1.0, "max_rounds": 2, "threads": 1},
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         r = run_variant(base, overrides, args.samples)
         s = r["split"]
         figures = f"{r['samples_per_s']:.2f} | {s['data']:.1f} | {s['rounds']:.1f} | {s['optim']:.1f}"
+        if overrides.get("bf16_cpu") and not cpu_has_native_bf16():
+            name += " (ran fp32: this CPU has no bf16)"
         print(f"| {name} | {figures} |")
 
 

@@ -13,10 +13,20 @@ import torch
 from model.config import ModelCard, ModelConfig
 from model.network import ResEncUNet
 from model.predictor import CARD_FILE, WEIGHTS_FILE
+from model.training import train as train_module
 from model.training.data import load_volume
 from model.training.export import export
 from model.training.sampler import make_sample
-from model.training.train import TrainConfig, click_loss, mixed_precision, synthetic_volumes, train, validate
+from model.training.train import (
+    TrainConfig,
+    click_loss,
+    cpu_has_native_bf16,
+    mixed_precision,
+    resolve_bf16_cpu,
+    synthetic_volumes,
+    train,
+    validate,
+)
 
 
 def _setup(tiny_train_config, steps: int) -> TrainConfig:
@@ -233,13 +243,49 @@ def test_bf16_on_cpu_runs_the_network_in_bfloat16_and_keeps_fp32_weights(tmp_pat
         assert net(x).dtype == torch.float32
     cfg = _setup(tiny_train_config, steps=60)
     cfg.bf16_cpu = True
-    run = train(cfg, resume=False)
+    with pytest.MonkeyPatch.context() as mp:  # as on a CPU with bf16 instructions
+        mp.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+        run = train(cfg, resume=False)
     losses = _losses(run)
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
     assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
     if not torch.cuda.is_available():  # the card's history says the precision the hours ran in
         assert state["hardware"].endswith("bf16 autocast")
+
+
+# Abridged /proc/cpuinfo lines of the machines this project has trained on, and an arm64 one.
+XEON_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+EPYC_AVX2 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags() -> None:
+    assert cpu_has_native_bf16(XEON_AMX)
+    assert cpu_has_native_bf16(ARM_BF16)
+    assert not cpu_has_native_bf16(EPYC_AVX2)
+    assert not cpu_has_native_bf16("")  # no flags line: assume emulated
+
+
+def test_bf16_asked_on_a_cpu_without_it_falls_back_to_fp32(tmp_path, tiny_train_config, capsys) -> None:
+    """A config written on a bf16 CPU, run on an AVX2-only one, trains in fp32 and says so; the
+    checkpoint's hardware line records fp32."""
+    cpu = torch.device("cpu")
+    assert resolve_bf16_cpu(True, cpu, native=True)
+    assert not resolve_bf16_cpu(True, cpu, native=False)
+    assert not resolve_bf16_cpu(False, cpu, native=True)
+    assert "fp32 instead" in capsys.readouterr().out
+    cfg = _setup(tiny_train_config, steps=2)
+    cfg.bf16_cpu = True
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+        run = train(cfg, resume=False)
+    assert cfg.bf16_cpu  # the caller's config is left as it was
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert not state["train_config"]["bf16_cpu"]
+    if not torch.cuda.is_available():
+        assert state["hardware"].endswith("fp32")
+    assert "fp32 instead" in capsys.readouterr().out
 
 
 def test_synthetic_large_share_reaches_the_pool() -> None:
