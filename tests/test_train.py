@@ -21,6 +21,7 @@ from model.training.train import (
     TrainConfig,
     click_loss,
     cpu_has_native_bf16,
+    cpu_model,
     mixed_precision,
     resolve_bf16_cpu,
     synthetic_volumes,
@@ -255,8 +256,11 @@ def test_bf16_on_cpu_runs_the_network_in_bfloat16_and_keeps_fp32_weights(tmp_pat
 
 
 # Abridged /proc/cpuinfo lines of the machines this project has trained on, and an arm64 one.
-XEON_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
-EPYC_AVX2 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+XEON_AMX = (
+    "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+    "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+)
+EPYC_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
 ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
 
 
@@ -265,6 +269,12 @@ def test_native_bf16_is_read_from_the_cpu_flags() -> None:
     assert cpu_has_native_bf16(ARM_BF16)
     assert not cpu_has_native_bf16(EPYC_AVX2)
     assert not cpu_has_native_bf16("")  # no flags line: assume emulated
+
+
+def test_cpu_model_names_the_cpu_for_the_card() -> None:
+    assert cpu_model(XEON_AMX) == "Intel(R) Xeon(R) Platinum 8480+"
+    assert cpu_model(EPYC_AVX2) == "AMD EPYC"
+    assert cpu_model(ARM_BF16).endswith("CPU")  # arm64 Linux names no model: the machine type
 
 
 def test_bf16_asked_on_a_cpu_without_it_falls_back_to_fp32(tmp_path, tiny_train_config, capsys) -> None:

@@ -149,6 +149,21 @@ def synthetic_volumes(n: int, shape: list[int], seed: int, p_large: float = 0.0)
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")  # x86 (lscpu), arm64 Linux (Features)
 
 
+def _cpuinfo_fields(cpuinfo: str | None, keys: tuple[str, ...]) -> list[str]:
+    """The values of the /proc/cpuinfo lines named `keys` (lower case); none where it is missing."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    values = []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in keys:
+            values.append(value.strip())
+    return values
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bfloat16 in hardware, from its /proc/cpuinfo flags.
 
@@ -156,17 +171,15 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     network's training ran ~25x slower than in fp32 (~80 s a sample against 3.2 s, one thread, on an
     AVX2-only AMD EPYC).
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
+    flags = {f for value in _cpuinfo_fields(cpuinfo, ("flags", "features")) for f in value.split()}
     return any(f in flags for f in NATIVE_BF16_FLAGS)
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."), or the machine type where the
+    system does not say: the same core count trains 4x apart between two such CPUs here."""
+    names = _cpuinfo_fields(cpuinfo, ("model name",))
+    return names[0] if names else f"{platform.machine()} CPU"
 
 
 def resolve_bf16_cpu(requested: bool, device: torch.device, native: bool | None = None) -> bool:
@@ -319,12 +332,14 @@ def _val_samples(vols: list[Volume], n: int, config: ModelConfig, seed: int) -> 
 
 def hardware(bf16_cpu: bool) -> str:
     """The machine and the precision its network passes ran in, for the card's training history
-    (bf16 doubles the samples per CPU-hour, so hours from runs with and without it differ)."""
+    (bf16 doubles the samples per CPU-hour, and two 2-core CPUs here trained 4x apart, so hours
+    from different machines and precisions are not the same currency)."""
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         return f"{name}, {os.cpu_count()} CPU cores, torch {torch.__version__}, fp16 autocast"
     precision = "bf16 autocast" if bf16_cpu else "fp32"
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU, torch {torch.__version__}, {precision}"
+    cpu = f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores"
+    return f"{cpu}, no GPU, torch {torch.__version__}, {precision}"
 
 
 def initial_state(cfg: TrainConfig, source: str) -> tuple[ModelConfig, dict | None, list[dict]]:
