@@ -3,7 +3,11 @@
     python -m evaluation.compare_runs BASE NEW [--tol 0.005] [--top 5]
 
 BASE and NEW are run_local output folders (their `metrics.csv`) or the CSV files themselves,
-for example the `model/` folders of two `evaluation.validate_split` runs. Means move with one
+for example the `model/` folders of two `evaluation.validate_split` runs, or a weights folder (or
+its `model.json`): the card's `validation_full_protocol.per_case`, the boxed held-out figures its
+run was shipped on. The validation reproduced them to 1e-4 on another CPU (9 cases, an AMD EPYC
+against the Xeon that made the card), so a fresh machine compares a candidate with the shipped
+weights without scoring them again. Means move with one
 large case; a new checkpoint or inference setting is shipped on the means *and* on how many
 cases it helps, so this prints, on the cases both runs scored: each metric's mean in both runs,
 how many cases are better and worse by more than `--tol`, the median change, and the cases that
@@ -13,12 +17,15 @@ moved most in DSC_AUC. These are the better/worse counts docs/validation.md and 
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from evaluation.validate_split import COLUMNS, read_metrics
+
+CARD_FILE = "model.json"  # a weights folder's card (model.predictor.CARD_FILE, without importing torch)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,17 @@ class MetricChange:
 def metrics_csv(path: Path) -> Path:
     """The metrics.csv of a run folder, or the path itself when it names a file."""
     return path / "metrics.csv" if path.is_dir() else path
+
+
+def read_run(path: Path) -> dict[str, dict[str, float]]:
+    """CaseName -> COLUMNS of a scored run: a run folder, a metrics.csv, or a weights card."""
+    card = path / CARD_FILE if path.is_dir() and not (path / "metrics.csv").exists() else path
+    if card.suffix != ".json":
+        return read_metrics(metrics_csv(path))
+    per_case = json.loads(card.read_text()).get("validation_full_protocol", {}).get("per_case")
+    if not per_case:
+        raise SystemExit(f"compare_runs: {card} has no validation_full_protocol.per_case")
+    return {name: {c: float(v[c]) for c in COLUMNS} for name, v in per_case.items()}
 
 
 def compare_metrics(
@@ -67,12 +85,14 @@ def largest_changes(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("base", type=Path, help="the run to compare against (folder or metrics.csv)")
+    ap.add_argument(
+        "base", type=Path, help="the run to compare against (folder, metrics.csv, or a weights folder/card)"
+    )
     ap.add_argument("new", type=Path, help="the candidate run (folder or metrics.csv)")
     ap.add_argument("--tol", type=float, default=0.005, help="a case counts as better/worse beyond this")
     ap.add_argument("--top", type=int, default=5, help="cases listed at each end, by DSC_AUC change")
     args = ap.parse_args(argv)
-    base, new = (read_metrics(metrics_csv(p)) for p in (args.base, args.new))
+    base, new = (read_run(p) for p in (args.base, args.new))
     shared = set(base) & set(new)
     only = sorted((set(base) | set(new)) - shared)
     print(f"{len(shared)} cases in both runs" + (f"; left out (in one run only): {only}" if only else ""))

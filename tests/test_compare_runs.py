@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -53,3 +54,18 @@ def test_main_reads_folders_or_files(tmp_path, capsys) -> None:
     assert "4 cases in both runs; left out (in one run only): ['e.npz']" in out
     assert "DSC_AUC      0.500   0.562   +0.062      1      2   -0.026" in out
     assert "a.npz" in out and "c.npz" in out
+
+
+def test_a_weights_card_is_a_base(tmp_path, capsys) -> None:
+    """The shipped card's per-case figures stand in for its validation folder (a fresh machine)."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    per_case = {n: dict.fromkeys(COLUMNS, v) for n, v in BASE.items()}
+    (weights / "model.json").write_text(json.dumps({"validation_full_protocol": {"per_case": per_case}}))
+    _write(tmp_path / "new", NEW)
+    for base in (weights, weights / "model.json"):
+        assert main([str(base), str(tmp_path / "new"), "--top", "1"]) == 0
+        assert "DSC_AUC      0.500   0.562   +0.062      1      2   -0.026" in capsys.readouterr().out
+    (weights / "model.json").write_text(json.dumps({"config": {}}))
+    with pytest.raises(SystemExit, match="no validation_full_protocol.per_case"):
+        main([str(weights), str(tmp_path / "new")])
