@@ -5,8 +5,8 @@
 BASE and NEW are run_local output folders (their `metrics.csv`) or the CSV files themselves,
 for example the `model/` folders of two `evaluation.validate_split` runs, or a weights folder (or
 its `model.json`): the card's `validation_full_protocol.per_case`, the boxed held-out figures its
-run was shipped on. The validation reproduced them to 1e-4 on another CPU (9 cases, an AMD EPYC
-against the Xeon that made the card), so a fresh machine compares a candidate with the shipped
+run was shipped on. The validation reproduced them to 1e-4 on another CPU (all 29 cases, an AMD
+EPYC against the Xeon that made the card), so a fresh machine compares a candidate with the shipped
 weights without scoring them again. Means move with one
 large case; a new checkpoint or inference setting is shipped on the means *and* on how many
 cases it helps, so this prints, on the cases both runs scored: each metric's mean in both runs,
