@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.validate_split import COLUMNS, read_metrics
-
-CARD_FILE = "model.json"  # a weights folder's card (model.predictor.CARD_FILE, without importing torch)
+from model.config import CARD_FILE
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,9 @@ class ModelConfig:
         return cls(**{**data, **tuples})
 
 
+CARD_FILE = "model.json"  # a weights folder's card, beside model.predictor.WEIGHTS_FILE
+
+
 @dataclass
 class ModelCard:
     """What ships beside the checkpoint: the config plus provenance and validation figures."""

@@ -38,7 +38,7 @@ from model.boxes import Box
 from model.budget import Budget, Level
 from model.case_io import Case
 from model.click_grow import grow_at_clicks
-from model.config import ModelCard, ModelConfig
+from model.config import CARD_FILE, ModelCard, ModelConfig
 from model.edge_snap import snap_edges
 from model.encoding import encode
 from model.ensemble import ProbabilityMean
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 MIRRORS: tuple[tuple[int, ...], ...] = ((), (4,), (3,), (2,), (3, 4), (2, 4), (2, 3), (2, 3, 4))
 
 WEIGHTS_FILE = "model.pt"
-CARD_FILE = "model.json"
 
 
 class WeightsMissingError(FileNotFoundError):

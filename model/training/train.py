@@ -409,6 +409,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     """Run (or resume) training; returns the run folder."""
     rank, world, device = _dist()
     cfg = replace(cfg, bf16_cpu=resolve_bf16_cpu(cfg.bf16_cpu, device))
+    machine = hardware(cfg.bf16_cpu)  # once: every checkpoint records it
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -491,7 +492,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
                 "samples": seen,
                 "best": best,
                 "wall_s": time.time() - t0,
-                "hardware": hardware(cfg.bf16_cpu),
+                "hardware": machine,
                 "history": history,
                 "model_config": model_cfg.to_dict(),
                 "train_config": asdict(cfg),
