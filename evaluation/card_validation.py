@@ -1,18 +1,21 @@
 """Write the card extras of a new run (configs/card_extra_<run>.json) from the runs that judged it.
 
     python -m evaluation.card_validation --run cpu11 --val /tmp/val_cpu11 --sweep /tmp/co_cpu11 \
-        --previous configs/card_extra_cpu10.json --previous-val /tmp/val_cpu10 \
-        --previous-sweep /tmp/co_cpu10 --training-command "..." --hardware "..."
+        --previous configs/card_extra_cpu10.json [--previous-val /tmp/val_cpu10 \
+        --previous-sweep /tmp/co_cpu10] --training-command "..." --hardware "..."
 
 Every figure on a weights card comes from a command of this repo: the full-protocol validation
 (`evaluation.validate_split`, folder --val), the clicks-only sweep (`evaluation.run_local
 --clicks-only`, folder --sweep), `evaluation.click_gain` and `evaluation.compare_runs` against
-the previous shipped run's folders. What does not change from run to run (training data,
-held-out cases, licence, protocol and inference, the box-prism floor) is carried over from
-the previous run's card extras (a run shipped with a new inference setting names it with
-`--inference` and `--inference-text`), and the sweep keeps every earlier run's means, so the card
-reads as a history. Run this before `model.training.export --card-extra`, while `weights/` still
-holds the previous run (its card gives the previous sample total).
+the previous shipped run: its scored folders where this machine still has them, else the per-case
+figures its card holds (both protocols; the validation reproduces them to 1e-4 on another CPU,
+docs/validation.md), so a fresh machine ships without scoring the old weights again. What does
+not change from run to run (training data, held-out cases, licence, protocol and inference, the
+box-prism floor) is carried over from the previous run's card extras (a run shipped with a new
+inference setting names it with `--inference` and `--inference-text`), and the sweep keeps every
+earlier run's means, so the card reads as a history. Run this before `model.training.export
+--card-extra`, while `weights/` still holds the previous run (its card gives the previous sample
+total).
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.click_gain import report_lines
-from evaluation.compare_runs import compare_metrics, metrics_csv
+from evaluation.compare_runs import compare_metrics, metrics_csv, read_run
 from evaluation.validate_split import COLUMNS, read_metrics
-from model.config import ModelCard
-from model.predictor import CARD_FILE
+from model.config import CARD_FILE, ModelCard
 
 TOL = 0.005  # a case counts as better/worse beyond this (compare_runs' default)
 SWEEP_COLUMNS = COLUMNS[1:]  # a clicks-only run has no box step: its DSC_1 is 0 everywhere
+Rows = dict[str, dict[str, float]]  # CaseName -> metric -> value, as read_metrics returns
 
 
 def run_name(card_extra: Path) -> str:
@@ -50,12 +53,9 @@ def sweep_means(run: Path) -> dict[str, float]:
     return {c: round(float(np.mean([r[c] for r in rows.values()])), 4) for c in SWEEP_COLUMNS}
 
 
-def better_worse(base: Path, new: Path, columns: tuple[str, ...]) -> str:
+def better_worse(base: Rows, new: Rows, columns: tuple[str, ...]) -> str:
     """`DSC_AUC 14 better / 11 worse (median +0.005), NSD_AUC 15/12, ...` of new against base."""
-    changes = {
-        m.metric: m
-        for m in compare_metrics(read_metrics(metrics_csv(base)), read_metrics(metrics_csv(new)), TOL)
-    }
+    changes = {m.metric: m for m in compare_metrics(base, new, TOL)}
     first, *rest = columns
     m = changes[first]
     parts = [f"{first} {m.better} better / {m.worse} worse (median {m.median_change:+.3f})"]
@@ -65,13 +65,28 @@ def better_worse(base: Path, new: Path, columns: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Previous:
-    """The shipped run the new one is judged against: its card extras, name, folders, samples."""
+    """The shipped run the new one is judged against: its card extras, name, per-case figures
+    (boxed validation and clicks-only sweep), what compare_runs names as its base, samples."""
 
     extras: dict
     name: str
-    val: Path
-    sweep: Path
+    val: Rows
+    sweep: Rows
+    base: str  # its validation's model/ folder, or its weights folder (the card's figures)
     samples: int
+
+    @classmethod
+    def scored(cls, extras: dict, name: str, val: Path, sweep: Path, samples: int) -> Previous:
+        """From the folders that scored it on this machine."""
+        rows = (read_metrics(metrics_csv(p)) for p in (val / "model", sweep))
+        return cls(extras, name, *rows, str(val / "model"), samples)
+
+    @classmethod
+    def from_card(cls, extras: dict, name: str, weights: Path, samples: int) -> Previous:
+        """From the per-case figures of its weights card (a machine without its folders)."""
+        return cls(
+            extras, name, read_run(weights), read_run(weights, clicks_only=True), str(weights), samples
+        )
 
 
 @dataclass(frozen=True)
@@ -115,15 +130,17 @@ def card_extras(
     key, n = f"previous_weights_{prev.name}", 2
     while key in earlier:
         key, n = f"previous_weights_{prev.name}_{n}", n + 1
+    sweep_rows = read_metrics(metrics_csv(sweep))
     sweep_block = {
         "what": old_sweep["what"],
         "these_weights": sweep_means(sweep),
         key: old_sweep["these_weights"],
         **earlier,
-        f"cases_better_worse_vs_{prev.name}": better_worse(prev.sweep, sweep, SWEEP_COLUMNS),
+        f"cases_better_worse_vs_{prev.name}": better_worse(prev.sweep, sweep_rows, SWEEP_COLUMNS),
+        "per_case": {n: rounded({c: v[c] for c in SWEEP_COLUMNS}) for n, v in sweep_rows.items()},
     }
     block = {
-        "command": old["command"].replace(str(prev.val), str(val)),
+        "command": re.sub(r"--out \S+", lambda _: f"--out {val}", old["command"]),
         "protocol": old["protocol"],
         "inference": inference.text if inference else old["inference"],
         "n_cases": validation["n_cases"],
@@ -135,9 +152,9 @@ def card_extras(
         + (f"its own inference ({old['inference']})" if inference else "the same inference"),
         "previous_weights_mean": old["model_mean"],
         "cases_better_worse_vs_previous": better_worse(
-            prev.val / "model", val / "model", COLUMNS[1:] + COLUMNS[:1]
+            prev.val, read_metrics(metrics_csv(val / "model")), COLUMNS[1:] + COLUMNS[:1]
         ),
-        "compare_command": f"python -m evaluation.compare_runs {prev.val}/model {val}/model",
+        "compare_command": f"python -m evaluation.compare_runs {prev.base} {val}/model",
         "box_prism_mean": old["box_prism_mean"],
         "clicks_only_sweep": sweep_block,
         "per_case": per_case,
@@ -168,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", type=Path, required=True, help="its clicks-only run_local folder")
     ap.add_argument("--previous", type=Path, required=True, help="the shipped run's card extras")
     ap.add_argument(
-        "--previous-val", type=Path, required=True, help="the shipped run's validate_split folder"
+        "--previous-val", type=Path, help="the shipped run's validate_split folder (default: its card's)"
     )
-    ap.add_argument("--previous-sweep", type=Path, required=True, help="the shipped run's sweep folder")
+    ap.add_argument(
+        "--previous-sweep", type=Path, help="the shipped run's sweep folder (default: its card's)"
+    )
     ap.add_argument("--previous-weights", type=Path, default=Path("weights"), help="the shipped weights")
     ap.add_argument("--shared-gts", type=Path, default=Path("../shared/data/cases/gts"),
                     help="the bundled cases, whose means get a line of their own")  # fmt: skip
@@ -182,20 +201,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if (args.inference is None) != (args.inference_text is None):
         ap.error("--inference and --inference-text go together")
+    if (args.previous_val is None) != (args.previous_sweep is None):
+        ap.error("--previous-val and --previous-sweep go together (without both: the shipped card's figures)")
     if args.inference is not None:
         json.loads(args.inference)  # refuse a typo here, not at export
     card = ModelCard.load(args.previous_weights / CARD_FILE).card
+    old = (json.loads(args.previous.read_text()), run_name(args.previous))
+    samples = int(card["training_totals"]["samples"])
+    prev = (
+        Previous.from_card(*old, args.previous_weights, samples)
+        if args.previous_val is None
+        else Previous.scored(*old, args.previous_val, args.previous_sweep, samples)
+    )
     extras = card_extras(
         args.run,
         args.val,
         args.sweep,
-        Previous(
-            json.loads(args.previous.read_text()),
-            run_name(args.previous),
-            args.previous_val,
-            args.previous_sweep,
-            int(card["training_totals"]["samples"]),
-        ),
+        prev,
         {p.name for p in args.shared_gts.glob("*.npz")},
         args.training_command,
         args.hardware,

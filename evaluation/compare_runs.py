@@ -1,11 +1,12 @@
 """Compare two scored runs case by case: is a change better on most cases, or on a few?
 
-    python -m evaluation.compare_runs BASE NEW [--tol 0.005] [--top 5]
+    python -m evaluation.compare_runs BASE NEW [--tol 0.005] [--top 5] [--clicks-only]
 
 BASE and NEW are run_local output folders (their `metrics.csv`) or the CSV files themselves,
 for example the `model/` folders of two `evaluation.validate_split` runs, or a weights folder (or
 its `model.json`): the card's `validation_full_protocol.per_case`, the boxed held-out figures its
-run was shipped on. The validation reproduced them to 1e-4 on another CPU (all 29 cases, an AMD
+run was shipped on, or with `--clicks-only` its `clicks_only_sweep.per_case`, the same cases
+played without boxes. The validation reproduced them to 1e-4 on another CPU (all 29 cases, an AMD
 EPYC against the Xeon that made the card), so a fresh machine compares a candidate with the shipped
 weights without scoring them again. Means move with one
 large case; a new checkpoint or inference setting is shipped on the means *and* on how many
@@ -44,15 +45,22 @@ def metrics_csv(path: Path) -> Path:
     return path / "metrics.csv" if path.is_dir() else path
 
 
-def read_run(path: Path) -> dict[str, dict[str, float]]:
-    """CaseName -> COLUMNS of a scored run: a run folder, a metrics.csv, or a weights card."""
+def read_run(path: Path, clicks_only: bool = False) -> dict[str, dict[str, float]]:
+    """CaseName -> COLUMNS of a scored run: a run folder, a metrics.csv, or a weights card (its
+    boxed validation, or with `clicks_only` its clicks-only sweep, whose DSC_1 is 0 as in a
+    sweep's metrics.csv: it has no box step)."""
     card = path / CARD_FILE if path.is_dir() and not (path / "metrics.csv").exists() else path
     if card.suffix != ".json":
         return read_metrics(metrics_csv(path))
-    per_case = json.loads(card.read_text()).get("validation_full_protocol", {}).get("per_case")
+    block = json.loads(card.read_text()).get("validation_full_protocol", {})
+    key = "validation_full_protocol." + ("clicks_only_sweep.per_case" if clicks_only else "per_case")
+    per_case = (block.get("clicks_only_sweep", {}) if clicks_only else block).get("per_case")
     if not per_case:
-        raise SystemExit(f"compare_runs: {card} has no validation_full_protocol.per_case")
-    return {name: {c: float(v[c]) for c in COLUMNS} for name, v in per_case.items()}
+        raise SystemExit(f"compare_runs: {card} has no {key}")
+    return {
+        name: {c: 0.0 if clicks_only and c == "DSC_1" else float(v[c]) for c in COLUMNS}
+        for name, v in per_case.items()
+    }
 
 
 def compare_metrics(
@@ -90,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("new", type=Path, help="the candidate run (folder or metrics.csv)")
     ap.add_argument("--tol", type=float, default=0.005, help="a case counts as better/worse beyond this")
     ap.add_argument("--top", type=int, default=5, help="cases listed at each end, by DSC_AUC change")
+    ap.add_argument(
+        "--clicks-only",
+        action="store_true",
+        help="a weights folder/card as base stands for its clicks-only sweep, not its boxed validation",
+    )
     args = ap.parse_args(argv)
-    base, new = (read_run(p) for p in (args.base, args.new))
+    base, new = read_run(args.base, args.clicks_only), read_run(args.new)
     shared = set(base) & set(new)
     only = sorted((set(base) | set(new)) - shared)
     print(f"{len(shared)} cases in both runs" + (f"; left out (in one run only): {only}" if only else ""))

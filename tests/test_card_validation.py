@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from evaluation.card_validation import Inference, Previous, better_worse, card_extras, main, run_name
+from evaluation.compare_runs import read_run
 from evaluation.validate_split import COLUMNS
 from model.config import ModelCard, ModelConfig
 
@@ -60,12 +63,12 @@ def _folders(tmp_path):
     _scored(tmp_path / "co_old", OLD_AUC)
     _scored(tmp_path / "co_new", {"a.npz": 1.0, "b.npz": 2.5, "c.npz": 2.5})
     extras = json.loads(json.dumps(PREVIOUS).replace("OLDVAL", str(tmp_path / "val_old")))
-    return Previous(extras, "cpu10", tmp_path / "val_old", tmp_path / "co_old", 93_016)
+    return Previous.scored(extras, "cpu10", tmp_path / "val_old", tmp_path / "co_old", 93_016)
 
 
 def test_better_worse_counts_beyond_the_tolerance(tmp_path) -> None:
     prev = _folders(tmp_path)
-    text = better_worse(prev.val / "model", tmp_path / "val_new" / "model", ("DSC_AUC", "NSD_AUC"))
+    text = better_worse(prev.val, read_run(tmp_path / "val_new" / "model"), ("DSC_AUC", "NSD_AUC"))
     assert text == "DSC_AUC 1 better / 1 worse (median +0.001), NSD_AUC 0/0 (better/worse by more than 0.005)"
 
 
@@ -91,6 +94,58 @@ def test_card_extras_carry_the_history_and_rename_the_run(tmp_path) -> None:
     assert sweep["previous_weights_cpu9"] == {"DSC_AUC": 1.4}  # and the history before it
     assert sweep["cases_better_worse_vs_cpu10"].startswith("DSC_AUC 2 better / 1 worse")
     assert "cases_better_worse_vs_cpu9" not in sweep
+    assert sweep["per_case"]["a.npz"] == {"DSC_AUC": 1.0, "NSD_AUC": 0.5, "DSC_Final": 0.5, "NSD_Final": 0.5}
+    assert block["compare_command"] == f"python -m evaluation.compare_runs {prev.base} {val}/model"
+
+
+def _card_of(prev: Previous, weights) -> None:
+    """A shipped weights folder whose card holds `prev`'s per-case figures on both protocols,
+    as card_extras writes them (the sweep's without DSC_1)."""
+    weights.mkdir()
+    block = dict(prev.extras["validation_full_protocol"])
+    block["per_case"] = prev.val
+    block["clicks_only_sweep"] = dict(block["clicks_only_sweep"])
+    block["clicks_only_sweep"]["per_case"] = {
+        n: {c: x for c, x in v.items() if c != "DSC_1"} for n, v in prev.sweep.items()
+    }
+    extras = {"training_totals": {"samples": 1234, "hours": 1.0}, "validation_full_protocol": block}
+    ModelCard(ModelConfig(), extras).save(weights / "model.json")
+
+
+def test_the_shipped_card_stands_in_for_its_folders(tmp_path) -> None:
+    """A fresh machine without the shipped run's folders judges the new run against the per-case
+    figures of the shipped card: the same counts as from the folders."""
+    prev = _folders(tmp_path)
+    _card_of(prev, tmp_path / "weights")
+    carded = Previous.from_card(prev.extras, "cpu10", tmp_path / "weights", 93_016)
+    assert carded.val == prev.val
+    swept = COLUMNS[1:]  # a card's sweep has no DSC_1 (0 when read, as in a sweep's metrics.csv)
+    assert {n: {c: v[c] for c in swept} for n, v in carded.sweep.items()} == {
+        n: {c: v[c] for c in swept} for n, v in prev.sweep.items()
+    }
+    args = ("cpu11", tmp_path / "val_new", tmp_path / "co_new")
+    by_card, by_folder = (card_extras(*args, p, set(), "s", "h") for p in (carded, prev))
+    a, b = by_card["validation_full_protocol"], by_folder["validation_full_protocol"]
+    assert a["compare_command"].startswith(f"python -m evaluation.compare_runs {tmp_path / 'weights'} ")
+    del a["compare_command"], b["compare_command"]
+    assert a == b
+
+
+def test_main_without_the_previous_folders_reads_the_card(tmp_path) -> None:
+    prev = _folders(tmp_path)
+    prev_file = tmp_path / "card_extra_cpu10.json"
+    prev_file.write_text(json.dumps(prev.extras))
+    _card_of(prev, tmp_path / "weights")
+    out = tmp_path / "card_extra_cpu11.json"
+    args = ["--run", "cpu11", "--val", str(tmp_path / "val_new"), "--sweep", str(tmp_path / "co_new"),
+            "--previous", str(prev_file), "--previous-weights", str(tmp_path / "weights"),
+            "--shared-gts", str(tmp_path / "none"), "--training-command", "t", "--hardware", "h",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    sweep = json.loads(out.read_text())["validation_full_protocol"]["clicks_only_sweep"]
+    assert sweep["cases_better_worse_vs_cpu10"].startswith("DSC_AUC 2 better / 1 worse")
+    with pytest.raises(SystemExit):  # one folder without the other is refused
+        main([*args, "--previous-val", str(prev_file.parent / "val_old")])
 
 
 def test_main_reads_the_previous_total_from_the_shipped_card(tmp_path) -> None:
@@ -104,8 +159,8 @@ def test_main_reads_the_previous_total_from_the_shipped_card(tmp_path) -> None:
     )
     out = tmp_path / "card_extra_cpu11.json"
     args = ["--run", "cpu11", "--val", str(tmp_path / "val_new"), "--sweep", str(tmp_path / "co_new"),
-            "--previous", str(prev_file), "--previous-val", str(prev.val),
-            "--previous-sweep", str(prev.sweep),
+            "--previous", str(prev_file), "--previous-val", str(tmp_path / "val_old"),
+            "--previous-sweep", str(tmp_path / "co_old"),
             "--previous-weights", str(weights), "--shared-gts", str(tmp_path / "none"),
             "--training-command", "t", "--hardware", "h", "--out", str(out)]  # fmt: skip
     assert run_name(prev_file) == "cpu10"

@@ -69,3 +69,24 @@ def test_a_weights_card_is_a_base(tmp_path, capsys) -> None:
     (weights / "model.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(SystemExit, match="no validation_full_protocol.per_case"):
         main([str(weights), str(tmp_path / "new")])
+
+
+def test_a_weights_card_is_a_clicks_only_base(tmp_path, capsys) -> None:
+    """With --clicks-only the card's clicks-only sweep is the base; its DSC_1 is 0, as in a sweep."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    boxed = {n: dict.fromkeys(COLUMNS, 0.9) for n in BASE}
+    sweep = {n: dict.fromkeys(COLUMNS[1:], v) for n, v in BASE.items()}
+    card = {"validation_full_protocol": {"per_case": boxed, "clicks_only_sweep": {"per_case": sweep}}}
+    (weights / "model.json").write_text(json.dumps(card))
+    _write(tmp_path / "new", NEW)
+    assert main([str(weights), str(tmp_path / "new"), "--top", "1", "--clicks-only"]) == 0
+    out = capsys.readouterr().out
+    assert "DSC_AUC      0.500   0.562   +0.062      1      2   -0.026" in out
+    assert "DSC_1        0.000   0.562" in out
+    assert main([str(weights), str(tmp_path / "new"), "--top", "1"]) == 0
+    assert "DSC_AUC      0.900   0.562" in capsys.readouterr().out  # without it: the boxed figures
+    del card["validation_full_protocol"]["clicks_only_sweep"]
+    (weights / "model.json").write_text(json.dumps(card))
+    with pytest.raises(SystemExit, match="no validation_full_protocol.clicks_only_sweep.per_case"):
+        main([str(weights), str(tmp_path / "new"), "--clicks-only"])
