@@ -8,14 +8,13 @@ Every figure on a weights card comes from a command of this repo: the full-proto
 (`evaluation.validate_split`, folder --val), the clicks-only sweep (`evaluation.run_local
 --clicks-only`, folder --sweep), `evaluation.click_gain` and `evaluation.compare_runs` against
 the previous shipped run: its scored folders where this machine still has them, else the per-case
-figures its card holds (both protocols; the validation reproduces them to 1e-4 on another CPU,
-docs/validation.md), so a fresh machine ships without scoring the old weights again. What does
-not change from run to run (training data, held-out cases, licence, protocol and inference, the
-box-prism floor) is carried over from the previous run's card extras (a run shipped with a new
-inference setting names it with `--inference` and `--inference-text`), and the sweep keeps every
-earlier run's means, so the card reads as a history. Run this before `model.training.export
---card-extra`, while `weights/` still holds the previous run (its card gives the previous sample
-total).
+figures its card holds (both protocols; they reproduce on other CPUs, docs/validation.md), so a
+fresh machine ships without scoring the old weights again. What does not change from run to run
+(training data, held-out cases, licence, protocol and inference, the box-prism floor) is carried
+over from the previous run's card extras (a run shipped with a new inference setting names it
+with `--inference` and `--inference-text`), and the sweep keeps every earlier run's means, so the
+card reads as a history. Run this before `model.training.export --card-extra`, while `weights/`
+still holds the previous run (its card gives the previous sample total).
 """
 
 from __future__ import annotations

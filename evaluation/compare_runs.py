@@ -6,9 +6,10 @@ BASE and NEW are run_local output folders (their `metrics.csv`) or the CSV files
 for example the `model/` folders of two `evaluation.validate_split` runs, or a weights folder (or
 its `model.json`): the card's `validation_full_protocol.per_case`, the boxed held-out figures its
 run was shipped on, or with `--clicks-only` its `clicks_only_sweep.per_case`, the same cases
-played without boxes. The validation reproduced them to 1e-4 on another CPU (all 29 cases, an AMD
-EPYC against the Xeon that made the card), so a fresh machine compares a candidate with the shipped
-weights without scoring them again. Means move with one
+played without boxes. The validation reproduced the boxed ones to 1e-4 on another CPU (all 29
+cases, an AMD EPYC against the Xeon that made the card) and the sweep the clicks-only means to the
+digit on a third, so a fresh machine compares a candidate with the shipped weights without
+scoring them again. Means move with one
 large case; a new checkpoint or inference setting is shipped on the means *and* on how many
 cases it helps, so this prints, on the cases both runs scored: each metric's mean in both runs,
 how many cases are better and worse by more than `--tol`, the median change, and the cases that
