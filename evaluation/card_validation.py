@@ -46,9 +46,8 @@ def rounded(values: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in values.items()}
 
 
-def sweep_means(run: Path) -> dict[str, float]:
+def sweep_means(rows: Rows) -> dict[str, float]:
     """Means of the sweep's metrics over its cases."""
-    rows = read_metrics(metrics_csv(run))
     return {c: round(float(np.mean([r[c] for r in rows.values()])), 4) for c in SWEEP_COLUMNS}
 
 
@@ -132,7 +131,7 @@ def card_extras(
     sweep_rows = read_metrics(metrics_csv(sweep))
     sweep_block = {
         "what": old_sweep["what"],
-        "these_weights": sweep_means(sweep),
+        "these_weights": sweep_means(sweep_rows),
         key: old_sweep["these_weights"],
         **earlier,
         f"cases_better_worse_vs_{prev.name}": better_worse(prev.sweep, sweep_rows, SWEEP_COLUMNS),
