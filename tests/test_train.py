@@ -186,6 +186,25 @@ def test_run_without_real_data_warns_and_trains_on_synthetic(tmp_path, tiny_trai
     assert (run / "last.pt").exists()
 
 
+def test_hard_draws_measure_the_start_once_and_a_resume_reads_it_back(
+    tmp_path, tiny_train_config, capsys
+) -> None:
+    cfg = _setup(tiny_train_config, steps=2)
+    cfg.p_hard = 0.5
+    run = train(cfg, resume=False)
+    table = json.loads((run / "hardness.json").read_text())["per_object"]
+    assert set(table) == {"synthetic_case_000"}
+    labels = np.unique(load_volume(tmp_path / "train" / "synthetic_case_000.npz").gts)
+    assert set(table["synthetic_case_000"]) == {str(k) for k in labels if k > 0}
+    assert "hardness: " in capsys.readouterr().out
+    # a resumed run draws from the table it started with, not a new measurement
+    marked = {"synthetic_case_000": {k: 0.123 for k in table["synthetic_case_000"]}}
+    (run / "hardness.json").write_text(json.dumps({"per_object": marked}))
+    cfg.samples = 6
+    train(cfg, resume=True)
+    assert "median box-step grid Dice 0.12" in capsys.readouterr().out
+
+
 def test_command_line_overrides_the_config_file(tmp_path, monkeypatch) -> None:
     """--threads, --samples, --max-minutes, --out-dir and --init-from replace the file's values (a
     run is restarted with one thread while a validation shares the cores, a GPU run starts from a

@@ -132,6 +132,7 @@ def make_sample(
     keep_native: bool = False,
     first_step: bool = True,
     p_partial: float = 0.0,
+    label: int | None = None,
 ) -> Sample | None:
     """A random object of `vol` prepared as inference would see it at its first step.
 
@@ -156,11 +157,15 @@ def make_sample(
     the ROI, the answer keeps to a tenth or so of it, never reaches its faces to zoom out, and a
     large object grows only as far as the next click reaches (docs/validation.md, run cpu25p).
     The part is kept on the grid (`Sample.part`), to be the previous mask instead of a corruption.
+
+    label: the object to prepare (a hard-object draw, model/training/hardness.py); None = drawn
+    by `pick_label`.
     """
     if vol.n_classes == 0:
         return None
     imgs, gts, spacing = _view(vol, rng)
-    label = pick_label(vol, rng, p_small, p_nested)
+    if label is None:
+        label = pick_label(vol, rng, p_small, p_nested)
     mask = gts == label
     if not mask.any():
         return None

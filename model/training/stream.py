@@ -44,6 +44,7 @@ class StreamConfig:
     max_clicks: int
     p_official_click: float
     p_tile: float = 0.0
+    p_hard: float = 0.0  # draws by the network's weakness on each object (Pool.draw_object)
 
 
 class Pool:
@@ -52,6 +53,8 @@ class Pool:
     def __init__(self, real: list[Volume], synthetic: list[Volume], p_synthetic: float) -> None:
         self.real, self.synthetic = real, synthetic
         self.p_synthetic = p_synthetic if real else 1.0
+        self.hard_objects: list[tuple[int, int]] = []
+        self.hard_p = np.zeros(0)
         for v in real + synthetic:  # counted before workers fork, so no worker redoes it
             v.label_counts()
             v.nested_labels()
@@ -59,6 +62,20 @@ class Pool:
     def draw(self, rng: np.random.Generator) -> Volume:
         source = self.synthetic if (rng.random() < self.p_synthetic or not self.real) else self.real
         return source[int(rng.integers(len(source)))]
+
+    def set_hardness(self, objects: list[tuple[int, int]], p: np.ndarray) -> None:
+        """(index into `real`, label) pairs and their probabilities for `draw_object`
+        (hardness.object_weights); set before the DataLoader's workers fork, so each holds them."""
+        if len(objects) != len(p):
+            raise ValueError(f"set_hardness: {len(objects)} objects, {len(p)} probabilities")
+        self.hard_objects, self.hard_p = list(objects), np.asarray(p, float)
+
+    def draw_object(self, rng: np.random.Generator) -> tuple[Volume, int] | None:
+        """A real (volume, label) drawn by 1 - its measured Dice; None without a table."""
+        if not self.hard_objects:
+            return None
+        i, label = self.hard_objects[int(rng.choice(len(self.hard_objects), p=self.hard_p))]
+        return self.real[i], label
 
 
 def grid_roi(config: ModelConfig) -> Roi:
@@ -125,10 +142,13 @@ def _tile_item(s: Sample, rng: np.random.Generator, config: ModelConfig) -> tupl
 def _draw(
     pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: StreamConfig, first: bool
 ) -> Sample:
-    """A random object of the pool as `make_sample` prepares it, drawn again until one comes."""
+    """A random object of the pool as `make_sample` prepares it, drawn again until one comes: a
+    share `p_hard` of the draws by the network's weakness on each object (Pool.draw_object)."""
     while True:
+        hard = pool.draw_object(rng) if mix.p_hard > 0 and rng.random() < mix.p_hard else None
+        vol, label = hard if hard is not None else (pool.draw(rng), None)
         s = make_sample(
-            pool.draw(rng),
+            vol,
             rng,
             config,
             mix.p_box,
@@ -138,6 +158,7 @@ def _draw(
             keep_native=True,
             first_step=first,
             p_partial=mix.p_partial,
+            label=label,
         )
         if s is not None:
             return s

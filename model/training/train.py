@@ -35,6 +35,7 @@ from model.config import ModelConfig
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts
 from model.synthetic import synth_case
+from model.training import hardness
 from model.training.corrupt import error_component
 from model.training.data import Volume, find_cases, load_volume, split_cases, warn_empty_roots
 from model.training.sampler import Sample, make_sample, next_click
@@ -71,6 +72,11 @@ class TrainConfig:
     p_partial: float = 0.0  # click starts' click steps from a part of the object (sampler.make_sample)
     p_local: float = 0.3
     p_tile: float = 0.0  # boundary views without a click (stream.make_item), as the predictor runs them
+    # share of the draws by the starting weights' weakness on each real object (hardness.py):
+    # weight max(1 - box-step grid Dice, hard_floor), measured over hard_per_object box starts
+    p_hard: float = 0.0
+    hard_per_object: int = 2
+    hard_floor: float = 0.05
     max_clicks: int = 3
     p_own_rounds: float = 0.25
     max_rounds: int = 2
@@ -458,6 +464,23 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
         opt.load_state_dict(state["optim"])
+    if cfg.p_hard > 0:
+        table = hardness.load_or_measure(
+            out / "hardness.json",
+            lambda: hardness.measure(
+                net,
+                real,
+                model_cfg,
+                cfg.hard_per_object,
+                cfg.seed,
+                lambda: mixed_precision(device, cfg.bf16_cpu),
+                device,
+            ),
+            write=rank == 0,
+        )
+        pool.set_hardness(*hardness.object_weights(table, real, cfg.hard_floor))
+        if rank == 0:
+            print(hardness.summary(table))
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     loader = torch.utils.data.DataLoader(
