@@ -1,9 +1,10 @@
 """Which training objects the network still gets wrong, as weights to draw them by.
 
 Uniform and small-biased draws spend most samples on objects the network already answers (PET
-tumours at box-step Dice 0.9), while objects it never learnt stay unlearnt on the training cases
-themselves: with the shipped cpu27w weights the mandible of OpenKBP training cases scores grid
-Dice 0.10-0.52 and the spinal cord 0.19-0.30 at the box step (docs/training.md, "Hard objects").
+tumours at box-step grid Dice 0.83), while objects it has not learnt stay unlearnt on the
+training cases themselves: with the shipped cpu27w weights the OpenKBP mandible scores 0.14 and
+the spinal cord 0.17 on average at the box step (docs/training.md, "Hard objects";
+evaluation.fit_check prints the same per object, with the box prism's Dice beside it).
 A run with `p_hard` > 0 measures, once, each real training object's grid Dice at the box step
 with the weights it starts from (`measure`), keeps the table in its folder (`hardness.json`, so a
 resumed run draws from the same table) and draws that share of its objects with weight
