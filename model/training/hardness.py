@@ -8,7 +8,9 @@ evaluation.fit_check prints the same per object, with the box prism's Dice besid
 A run with `p_hard` > 0 measures, once, each real training object's grid Dice at the box step
 with the weights it starts from (`measure`), keeps the table in its folder (`hardness.json`, so a
 resumed run draws from the same table) and draws that share of its objects with weight
-1 - Dice, floored (`object_weights`, `Pool.draw_object`).
+1 - Dice, floored (`object_weights`, `Pool.draw_object`). Run cpu43h (`p_hard` 0.5, 3 600 samples
+on a CPU) did not lift those objects and fell on the full protocol (docs/validation.md): off by
+default, for a long GPU run, where each hard object can get hundreds of samples.
 """
 
 from __future__ import annotations
