@@ -40,7 +40,7 @@ def test_measure_scores_every_object_and_restores_the_mode() -> None:
     for vol in vols:
         assert set(table[vol.name]) == _labels(vol)
         assert all(d == 0.0 for d in table[vol.name].values())
-    # answering everything: Dice 2|t| / (N + |t|), above 0 and below 1, smaller for smaller objects
+    # answering everything: Dice 2|t| / (N + |t|), above 0 and below 1
     full = hardness.measure(ConstNet(5.0), vols, CFG, 2, 0, nullcontext, cpu)
     assert all(0.0 < d < 1.0 for per in full.values() for d in per.values())
 

@@ -86,8 +86,8 @@ def object_weights(
     table: Table, vols: list[Volume], floor: float
 ) -> tuple[list[tuple[int, int]], np.ndarray]:
     """(volume index, label) of each measured object of `vols`, and its draw probability, in
-    proportion to max(1 - Dice, floor): the floor keeps every object in the draw, so nothing the
-    network already answers is forgotten."""
+    proportion to max(1 - Dice, floor): the floor keeps every object in the hard draws, objects
+    the network already answers included (the other draws are unchanged)."""
     objects: list[tuple[int, int]] = []
     weights: list[float] = []
     for i, vol in enumerate(vols):
