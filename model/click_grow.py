@@ -24,6 +24,16 @@ What a foreground click may take: background, its own class, and the class under
 itself (the click says that voxel is this class, not that one); never a third class, and never
 a class the evaluator locked as perfect. A challenge box's z range is exact, so growth stays on
 the box's slices.
+
+Where a foreground and a background click of one class both reach a voxel (one intensity range
+holds what the user called object and what they called background), the nearer click (in mm)
+has it, whichever came first: a click's region loses the voxels that a click of the other kind
+reaches and lies nearer to. Replayed in order without this, a late foreground click flooded back
+what earlier background clicks had cut: on the clicks-only sweep a 453-voxel brain lesion fell
+from DSC 0.50 to 0.22 at its fifth click (fg, bg, bg, bg, fg), a 143-voxel breast lesion from
+0.81 to 0.70. Giving such voxels to the background click alone, or turning the grow off for the
+class or the click, lost a spinal cord whose bg click lands three voxels from its fg click
+(docs/validation.md, "Clicks that reach the same voxels").
 """
 
 from __future__ import annotations
@@ -137,7 +147,8 @@ def grow_at_clicks(
 ) -> np.ndarray:
     """`segs` with every unlocked class corrected at each of its clicks, in place and returned.
     A class whose `leak_share` exceeds `leak_limit` is skipped, judged on its mask in `prior` (the
-    previous step's label map) where it has one there, else on its mask in `segs` as fused."""
+    previous step's label map) where it has one there, else on its mask in `segs` as fused. A
+    voxel that a foreground and a background click of the class both reach goes to the nearer."""
     if radius_mm <= 0 or not clicks:
         return segs
     maps: list[tuple[np.ndarray, list]] = []
@@ -159,14 +170,14 @@ def grow_at_clicks(
         box = boxes[k] if boxes is not None and k < len(boxes) else None
         todo.append((lab, steps, box.prism(segs.shape)[0] if box is not None and box.exact_z else None))
     for lab, steps, zs in todo:
-        for kind, point in steps:
-            grown = grow_region(imgs, point, spacing, radius_mm, tolerance)
+        regions = [_region(imgs, point, spacing, radius_mm, tolerance, zs) for _, point in steps]
+        fg = [kind == "fg" for kind, _ in steps]
+        for i, ((kind, point), grown) in enumerate(zip(steps, regions, strict=True)):
             if grown is None:
                 continue
             sl, region = grown
-            if zs is not None:  # the challenge box's exact z range, as apply_box_facts reads it
-                z = np.arange(sl[0].start, sl[0].stop)
-                region &= ((z >= zs.start) & (z < zs.stop))[:, None, None]
+            rivals = [(steps[j][1], r) for j, r in enumerate(regions) if r is not None and fg[j] != fg[i]]
+            region = region & ~_nearer_rival(sl, region.shape, point, rivals, spacing)
             view = segs[sl]
             if kind == "fg":
                 under = int(segs[point])
@@ -177,3 +188,47 @@ def grow_at_clicks(
             else:
                 view[region & (view == lab)] = 0
     return segs
+
+
+def _region(
+    imgs: np.ndarray,
+    point: Point,
+    spacing: tuple[float, float, float],
+    radius_mm: float,
+    tolerance: float,
+    zs: slice | None,
+) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """`grow_region`, kept on the challenge box's exact z range `zs` (as apply_box_facts reads it)
+    where the class has one."""
+    grown = grow_region(imgs, point, spacing, radius_mm, tolerance)
+    if grown is None or zs is None:
+        return grown
+    sl, region = grown
+    z = np.arange(sl[0].start, sl[0].stop)
+    return sl, region & ((z >= zs.start) & (z < zs.stop))[:, None, None]
+
+
+def _nearer_rival(
+    sl: tuple[slice, ...],
+    shape: tuple[int, ...],
+    point: Point,
+    rivals: list[tuple[Point, tuple[tuple[slice, slice, slice], np.ndarray]]],
+    spacing: tuple[float, float, float],
+) -> np.ndarray:
+    """The voxels of the crop `sl` (of `shape`) that a rival click's region holds and that lie
+    nearer (in mm) to that rival click than to `point`."""
+    out = np.zeros(shape, bool)
+    if not rivals:
+        return out
+    axes = np.ogrid[tuple(slice(s.start, s.stop) for s in sl)]
+    own = sum(((a - c) * float(sp)) ** 2 for a, c, sp in zip(axes, point, spacing, strict=True))
+    for rival, (osl, other) in rivals:
+        starts = [max(a.start, b.start) for a, b in zip(sl, osl, strict=True)]
+        stops = [min(a.stop, b.stop) for a, b in zip(sl, osl, strict=True)]
+        if any(lo >= hi for lo, hi in zip(starts, stops, strict=True)):
+            continue
+        here = tuple(slice(lo - a.start, hi - a.start) for lo, hi, a in zip(starts, stops, sl, strict=True))
+        there = tuple(slice(lo - b.start, hi - b.start) for lo, hi, b in zip(starts, stops, osl, strict=True))
+        dist = sum(((a - c) * float(sp)) ** 2 for a, c, sp in zip(axes, rival, spacing, strict=True))
+        out[here] |= other[there] & (dist < own)[here]
+    return out

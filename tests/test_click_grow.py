@@ -73,6 +73,41 @@ def test_fg_click_takes_only_background_its_own_and_the_class_under_the_click() 
     assert (out[:, :, 0:15] == 1).all()  # background and the class it was clicked on
 
 
+def _ball(shape: tuple[int, ...], centre: tuple[int, int, int], radius: float) -> np.ndarray:
+    zz, yy, xx = np.indices(shape)
+    return (zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2 <= radius**2
+
+
+def test_a_voxel_both_kinds_of_click_reach_goes_to_the_nearer_in_either_order() -> None:
+    """One tissue: a bg and a fg click's balls overlap; each keeps the overlap on its side of the
+    mid-plane, whichever came first (a late fg click flooded back what bg clicks had cut)."""
+    imgs = np.full((20, 20, 30), 100, np.uint8)
+    segs = np.zeros(imgs.shape, np.uint8)
+    segs[5:15, 5:15, 5:25] = 1
+    cut, grown = _ball(imgs.shape, (10, 10, 10), 5.0), _ball(imgs.shape, (10, 10, 17), 5.0)
+    assert (cut & grown).sum() > 50  # the two balls overlap
+    bg_side = np.zeros(imgs.shape, bool)
+    bg_side[:, :, :14] = True  # nearer the bg click (x 10) than the fg click (x 17)
+    clicks = [{"fg": [[10, 10, 17]], "bg": [[10, 10, 10]]}]
+    for order in (["bg", "fg"], ["fg", "bg"]):
+        out = grow_at_clicks(segs.copy(), imgs, SP, clicks, [order], None, set(), 5.0, 20.0)
+        assert not out[cut & bg_side].any()
+        assert (out[grown & ~bg_side] == 1).all()
+        assert (out[~cut & ~grown] == segs[~cut & ~grown]).all()  # nothing else moves
+
+
+def test_a_bg_click_beside_a_fg_click_cuts_only_its_own_side() -> None:
+    """A thin object's bg click lands a few voxels from its fg click: the cut stops half-way, so
+    the object at the fg click stays (a spinal cord lost its middle otherwise)."""
+    imgs = np.full((20, 20, 20), 100, np.uint8)
+    segs = np.zeros(imgs.shape, np.uint8)
+    segs[8:12, 8:12, 2:18] = 1
+    clicks = [{"fg": [[10, 10, 10]], "bg": [[10, 10, 14]]}]
+    out = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg", "bg"]], None, set(), 8.0, 20.0)
+    assert (out[8:12, 8:12, 2:12] == 1).all()  # the fg click's side, within its reach
+    assert not out[8:12, 8:12, 13:18].any()  # the bg click's side
+
+
 def test_locked_classes_are_never_touched() -> None:
     imgs = np.full((20, 20, 20), 100, np.uint8)
     segs = np.zeros(imgs.shape, np.uint8)
