@@ -98,7 +98,7 @@ def test_a_voxel_both_kinds_of_click_reach_goes_to_the_nearer_in_either_order() 
 
 def test_a_bg_click_beside_a_fg_click_cuts_only_its_own_side() -> None:
     """A thin object's bg click lands a few voxels from its fg click: the cut stops half-way, so
-    the object at the fg click stays (a spinal cord lost its middle otherwise)."""
+    the object at the fg click stays (replayed in order, the later cut took that side too)."""
     imgs = np.full((20, 20, 20), 100, np.uint8)
     segs = np.zeros(imgs.shape, np.uint8)
     segs[8:12, 8:12, 2:18] = 1
