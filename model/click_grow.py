@@ -66,9 +66,7 @@ def grow_region(
     local = tuple(int(c) - s.start for c, s in zip(point, sl, strict=True))
     near = tuple(slice(max(c - 1, 0), c + 2) for c in local)
     centre = float(crop[near].mean())
-    axes = np.ogrid[tuple(slice(s.start, s.stop) for s in sl)]
-    dist2 = sum(((a - c) * float(sp)) ** 2 for a, c, sp in zip(axes, point, spacing, strict=True))
-    cand = (np.abs(crop - centre) <= tolerance) & (dist2 <= radius_mm**2)
+    cand = (np.abs(crop - centre) <= tolerance) & (_dist2_mm(sl, point, spacing) <= radius_mm**2)
     cand[local] = True  # the click itself is always part of its region
     labels, _ = cc_label(cand)
     return sl, labels == labels[local]  # type: ignore[return-value]
@@ -177,7 +175,7 @@ def grow_at_clicks(
                 continue
             sl, region = grown
             rivals = [(steps[j][1], r) for j, r in enumerate(regions) if r is not None and fg[j] != fg[i]]
-            region = region & ~_nearer_rival(sl, region.shape, point, rivals, spacing)
+            region = region & ~_nearer_rival(sl, point, rivals, spacing)
             view = segs[sl]
             if kind == "fg":
                 under = int(segs[point])
@@ -210,25 +208,29 @@ def _region(
 
 def _nearer_rival(
     sl: tuple[slice, ...],
-    shape: tuple[int, ...],
     point: Point,
     rivals: list[tuple[Point, tuple[tuple[slice, slice, slice], np.ndarray]]],
     spacing: tuple[float, float, float],
 ) -> np.ndarray:
-    """The voxels of the crop `sl` (of `shape`) that a rival click's region holds and that lie
-    nearer (in mm) to that rival click than to `point`."""
-    out = np.zeros(shape, bool)
+    """The voxels of the crop `sl` that a rival click's region holds and that lie nearer (in mm)
+    to that rival click than to `point`."""
+    out = np.zeros(tuple(s.stop - s.start for s in sl), bool)
     if not rivals:
         return out
-    axes = np.ogrid[tuple(slice(s.start, s.stop) for s in sl)]
-    own = sum(((a - c) * float(sp)) ** 2 for a, c, sp in zip(axes, point, spacing, strict=True))
+    own = _dist2_mm(sl, point, spacing)
     for rival, (osl, other) in rivals:
-        starts = [max(a.start, b.start) for a, b in zip(sl, osl, strict=True)]
-        stops = [min(a.stop, b.stop) for a, b in zip(sl, osl, strict=True)]
-        if any(lo >= hi for lo, hi in zip(starts, stops, strict=True)):
+        common = tuple(
+            slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(sl, osl, strict=True)
+        )
+        if any(c.start >= c.stop for c in common):
             continue
-        here = tuple(slice(lo - a.start, hi - a.start) for lo, hi, a in zip(starts, stops, sl, strict=True))
-        there = tuple(slice(lo - b.start, hi - b.start) for lo, hi, b in zip(starts, stops, osl, strict=True))
-        dist = sum(((a - c) * float(sp)) ** 2 for a, c, sp in zip(axes, rival, spacing, strict=True))
-        out[here] |= other[there] & (dist < own)[here]
+        here = tuple(slice(c.start - a.start, c.stop - a.start) for c, a in zip(common, sl, strict=True))
+        there = tuple(slice(c.start - b.start, c.stop - b.start) for c, b in zip(common, osl, strict=True))
+        out[here] |= other[there] & (_dist2_mm(common, rival, spacing) < own[here])
     return out
+
+
+def _dist2_mm(sl: tuple[slice, ...], point: Point, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Squared distance in mm from `point` of every voxel of the crop `sl` (absolute indices)."""
+    axes = np.ogrid[tuple(slice(s.start, s.stop) for s in sl)]
+    return sum(((a - c) * float(sp)) ** 2 for a, c, sp in zip(axes, point, spacing, strict=True))
