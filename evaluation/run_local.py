@@ -7,11 +7,15 @@ Usage (``bash evaluation/run_local.sh`` passes its arguments here)::
     python -m evaluation.run_local DIR [OUT_DIR]           # DIR/imgs + DIR/gts
     python -m evaluation.run_local TRAIN_DIR [- OUT_DIR]   # training files (gts inside)
     ... [--submission DIR] [--step-timeout S] [--cases GLOB] [--limit N] [--no-plots] [--no-floor]
-    ... [--in-process [--weights DIR] [--device cpu|cuda]] [--time-scale K]
+    ... [--in-process [--weights DIR] [--device cpu|cuda]] [--time-scale K] [--jobs N]
 
 Each step is a fresh ``sh predict.sh`` process, as the organisers run it. ``--in-process`` runs
 every step through this repository's model in one process instead (weights loaded once, see
 evaluation/in_process.py): the same scores, faster, but not the organisers' timing.
+``--jobs N`` shares the cases out among N worker processes (round-robin in name order), each step
+given the machine's cores divided by N as threads (``OMP_NUM_THREADS`` where it is set): on a
+multi-core CPU the run takes about 1/N of the time, and the joined report is the one a single
+process writes. Each case still runs its steps in order, one at a time.
 
 The box-prism floor (evaluation/baselines/box_prism: the box painted, a ball per click) is scored
 on the same cases into OUT_DIR/floor and printed beside the submission (OUT_DIR/summary_vs_floor.csv),
@@ -28,8 +32,13 @@ import argparse
 import contextlib
 import fnmatch
 import functools
+import multiprocessing
+import os
+import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +128,44 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     return imgs_dir, gts_dir, out_dir
 
 
+@dataclass(frozen=True)
+class Runner:
+    """How a case's steps run: a fresh ``predict.sh`` per step (the default) or this repository's
+    model in this process. Data, not a runner, so that each worker of ``--jobs`` builds its own
+    (a loaded model does not cross processes)."""
+
+    in_process: bool = False
+    weights: Path | None = None
+    device: str | None = None
+    time_scale: float | None = None  # infer.py's factor on the time allowance
+    threads: int | None = None  # threads a step may use (--jobs shares the cores out)
+
+    def build(self) -> StepRunner | None:
+        """The step runner for evaluate(); None is protocol.run_predict with this environment."""
+        if self.in_process:
+            from evaluation.in_process import InProcessStep
+
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)
+            return InProcessStep(self.weights, self.device, self.time_scale or 1.0)
+        env = {}
+        if self.time_scale is not None:  # predict.sh's steps get it through infer.py's variable
+            env["SEGFM_TIME_SCALE"] = repr(self.time_scale)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        return functools.partial(run_predict, extra_env=env) if env else None
+
+
+def case_names(imgs_dir: Path, cases: str | None = None, limit: int | None = None) -> list[str]:
+    """The case files of imgs_dir that a run scores, in name order."""
+    names = sorted(p.name for p in Path(imgs_dir).iterdir() if p.suffix == ".npz")
+    if cases:
+        names = [n for n in names if fnmatch.fnmatch(n, cases)]
+    return names[:limit] if limit else names
+
+
 def _failed_case(name: str, gts_file: Path, spacing, error: str) -> CaseResult:
     num_class = 0
     try:
@@ -145,19 +192,23 @@ def evaluate(
     desc: str = "evaluating",
     step_runner: StepRunner | None = None,
     drop_boxes: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> list[CaseResult]:
     """Run every case of imgs_dir through the protocol and write the report into out_dir
-    (drop_boxes: every case starts from clicks, see protocol.run_case)."""
+    (drop_boxes: every case starts from clicks, see protocol.run_case). shard (k, n): only every
+    n-th case from the k-th, in a run folder of its own, its metrics.csv in out_dir/shards/k
+    (a worker of evaluate_jobs)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = sorted(p.name for p in Path(imgs_dir).iterdir() if p.suffix == ".npz")
-    if cases:
-        names = [n for n in names if fnmatch.fnmatch(n, cases)]
-    if limit:
-        names = names[:limit]
+    names = case_names(imgs_dir, cases, limit)
     if not names:
         raise SystemExit(f"no cases to evaluate in {imgs_dir}")
-    prepare_run_dirs(out_dir / "run")  # inputs/ and outputs/, cleared once like the official run
+    run_dir, metrics_dir = out_dir / "run", out_dir
+    if shard is not None:
+        names = names[shard[0] :: shard[1]]
+        run_dir, metrics_dir = out_dir / f"run_{shard[0]}", out_dir / "shards" / str(shard[0])
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dirs(run_dir)  # inputs/ and outputs/, cleared once like the official run
     log_dir = out_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     boxed = [not drop_boxes and _has_key(Path(imgs_dir) / n, "boxes") for n in names]
@@ -182,7 +233,7 @@ def evaluate(
             result, all_segs = run_case(
                 case_file,
                 gts_file,
-                out_dir / "run",
+                run_dir,
                 submission,
                 log_dir=log_dir,
                 step_timeout=step_timeout,
@@ -196,9 +247,11 @@ def evaluate(
             with contextlib.suppress(Exception):
                 spacing = load_npz(case_file).get("spacing", spacing)
             result, all_segs = _failed_case(name, gts_file, spacing, f"{type(exc).__name__}: {exc}"), []
+        outcome = f"ERROR {name}: {result.error}" if result.error else report.case_line(result)
         if bar is not None:  # the postfix is overwritten by the next case: the outcome stays above the bar
-            outcome = f"ERROR {name}: {result.error}" if result.error else report.case_line(result)
             bar.write(f"[{desc}] {outcome}")
+        elif shard is not None:  # a worker of --jobs: no bar, one line a case
+            print(f"[{desc} {shard[0] + 1}/{shard[1]}] {outcome}", flush=True)
         results.append(result)
         if save_segs and result.final_segs is not None:
             seg_dir = out_dir / "segs"
@@ -210,10 +263,43 @@ def evaluate(
                 report.plot_case(result, src["imgs"], gts, out_dir, boxes=src.get("boxes"))
             except Exception as exc:  # a plot must never cost the scores
                 print(f"[warning] plot of {name} failed: {exc}", file=sys.stderr)
-        report.write_metrics_csv(results, out_dir)  # rewritten after every case, as the official
+        report.write_metrics_csv(results, metrics_dir)  # rewritten after every case, as the official
     if bar is not None:
         bar.close()
     return results
+
+
+def _evaluate_shard(runner: Runner, shard: tuple[int, int], kwargs: dict) -> list[CaseResult]:
+    """One worker of evaluate_jobs; the masks stay in out_dir/segs, not in what goes back."""
+    results = evaluate(**{**kwargs, "progress": False}, step_runner=runner.build(), shard=shard)
+    for r in results:
+        r.first_segs = r.final_segs = None
+    return results
+
+
+def evaluate_jobs(jobs: int, runner: Runner, imgs_dir: Path, out_dir: Path, **kwargs) -> list[CaseResult]:
+    """evaluate() with the cases shared out among `jobs` worker processes (no more than there are
+    cases); the same report in out_dir as one process writes, in name order. kwargs are
+    evaluate's (no step_runner: each worker builds `runner`'s)."""
+    out_dir = Path(out_dir)
+    jobs = min(jobs, len(case_names(imgs_dir, kwargs.get("cases"), kwargs.get("limit"))) or 1)
+    if jobs <= 1:
+        return evaluate(imgs_dir, out_dir=out_dir, step_runner=runner.build(), **kwargs)
+    kwargs = {**kwargs, "imgs_dir": imgs_dir, "out_dir": out_dir}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = [pool.submit(_evaluate_shard, runner, (k, jobs), kwargs) for k in range(jobs)]
+        results = sorted((r for part in parts for r in part.result()), key=lambda r: r.name)
+    report.write_metrics_csv(results, out_dir)
+    shutil.rmtree(out_dir / "shards", ignore_errors=True)  # each worker's part, now joined
+    return results
+
+
+def job_threads(jobs: int) -> int | None:
+    """Threads per step with `jobs` workers: OMP_NUM_THREADS where set, else the cores shared
+    out; None (as the step chooses) for one job."""
+    if jobs <= 1:
+        return None
+    return int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,29 +345,32 @@ def main(argv: list[str] | None = None) -> int:
         help="multiply the time allowance of each step by this (infer.py's --time-scale, "
         "SEGFM_TIME_SCALE): on a CPU, score what the model does on the container's GPU",
     )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cases scored by this many worker processes at once, the cores shared among them",
+    )
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be at least 1 (got {args.jobs})")
 
     submission = args.submission.resolve()
     if not (submission / "predict.sh").is_file():
         raise SystemExit(f"no predict.sh in {submission} (use --submission DIR)")
-    step_runner = None
-    if args.time_scale is not None:  # predict.sh's steps get it through infer.py's variable
-        step_runner = functools.partial(run_predict, extra_env={"SEGFM_TIME_SCALE": repr(args.time_scale)})
-    if args.in_process:
-        if submission != REPO_ROOT:
-            raise SystemExit(
-                "--in-process runs this repository's model: it cannot score another --submission"
-            )
-        from evaluation.in_process import InProcessStep
-
-        step_runner = InProcessStep(args.weights, args.device, args.time_scale or 1.0)
+    if args.in_process and submission != REPO_ROOT:
+        raise SystemExit("--in-process runs this repository's model: it cannot score another --submission")
+    threads = job_threads(args.jobs)
+    runner = Runner(args.in_process, args.weights, args.device, args.time_scale, threads)
     imgs_dir, gts_dir, out_dir = resolve_inputs(args)
     t0 = time.perf_counter()
-    results = evaluate(
+    results = evaluate_jobs(
+        args.jobs,
+        runner,
         imgs_dir,
-        gts_dir,
         out_dir,
-        submission,
+        gts_dir=gts_dir,
+        submission=submission,
         step_timeout=args.step_timeout,
         cases=args.cases,
         limit=args.limit,
@@ -289,7 +378,6 @@ def main(argv: list[str] | None = None) -> int:
         save_segs=not args.no_save_segs,
         progress=not args.no_progress,
         desc="submission",
-        step_runner=step_runner,
         drop_boxes=args.clicks_only,
     )
     seconds = time.perf_counter() - t0
@@ -298,11 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     summary_path = report.write_summary_csv(rows, out_dir)
     floor_results, comparison, floor_path = [], None, None
     if not args.no_floor and submission != FLOOR.resolve():
-        floor_results = evaluate(
+        floor_results = evaluate_jobs(
+            args.jobs,
+            Runner(threads=threads),
             imgs_dir,
-            gts_dir,
             out_dir / "floor",
-            FLOOR,
+            gts_dir=gts_dir,
+            submission=FLOOR,
             step_timeout=args.step_timeout,
             cases=args.cases,
             limit=args.limit,
@@ -319,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     plot_paths = report.plot_curves(results, out_dir) if not args.no_plots else []
     print()
     print(f"submission: {submission}" + (" (in process, through model.session)" if args.in_process else ""))
-    print(f"{len(results)} cases from {imgs_dir} in {seconds:.1f} s")
+    jobs = f" ({args.jobs} jobs, {threads} threads a step)" if threads else ""
+    print(f"{len(results)} cases from {imgs_dir} in {seconds:.1f} s{jobs}")
     print()
     print(report.format_summary(rows))
     for line in report.notes(results):

@@ -107,3 +107,44 @@ def test_time_scale_reaches_each_predict_sh_step_and_nothing_else(tmp_path, case
     assert "SEGFM_TIME_SCALE" not in os.environ
     with pytest.raises(SystemExit):
         run_local.main([*argv, "--submission", str(sub), "--time-scale", "0"])
+
+
+def test_jobs_share_the_cases_out_and_join_one_report(tmp_path, cases, monkeypatch) -> None:
+    """--jobs 2: two workers score a case each; the joined metrics.csv, segs and floor are those of
+    one process, and every predict.sh step is given the cores shared out as its threads."""
+    monkeypatch.setenv("PYTHON", sys.executable)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    seen = tmp_path / "threads.txt"
+    record = f'import os; open({str(seen)!r}, "a").write(os.environ.get("OMP_NUM_THREADS", "unset") + "\\n")'
+    (sub / "record.py").write_text(record)
+    # then the prism, which scores above 0, so that the join can be checked
+    (sub / "predict.sh").write_text(f'"{sys.executable}" record.py\nexec sh "{run_local.FLOOR}/predict.sh"\n')
+    argv = [str(cases / "imgs"), str(cases / "gts"), "--submission", str(sub), "--no-progress", "--no-plots"]
+    assert run_local.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    assert set(seen.read_text().split()) == {"unset"}
+    seen.unlink()
+    assert run_local.main([*argv, "--out", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    assert set(seen.read_text().split()) == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert len(seen.read_text().split()) == 6 + 5  # a boxed case's six steps, a click start's five
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    scores = [c for c in _rows(one / "metrics.csv")[0] if c.startswith(("DSC", "NSD"))]
+    for folder in ("", "floor"):
+        a, b = _rows(one / folder / "metrics.csv"), _rows(two / folder / "metrics.csv")
+        assert [r["CaseName"] for r in b] == ["SynA_demo00.npz", "SynB_demo01_noboxes.npz"]
+        assert [[r[c] for c in scores] for r in a] == [[r[c] for c in scores] for r in b]
+    assert float(_rows(two / "metrics.csv")[0]["DSC_1"]) > 0.3
+    assert sorted(p.name for p in (two / "segs").iterdir()) == sorted(
+        p.name for p in (one / "segs").iterdir()
+    )
+    assert (two / "run_0").is_dir() and (two / "run_1").is_dir() and not (two / "shards").exists()
+    timing = ("Runtime_s", "BudgetShare")  # the steps' own times differ from run to run
+    summaries = [
+        [{k: v for k, v in r.items() if k not in timing} for r in _rows(f / "summary.csv")]
+        for f in (one, two)
+    ]
+    assert summaries[0] == summaries[1]
+    with pytest.raises(SystemExit):
+        run_local.main([*argv, "--out", str(tmp_path / "zero"), "--jobs", "0"])
