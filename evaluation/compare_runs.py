@@ -14,6 +14,8 @@ large case; a new checkpoint or inference setting is shipped on the means *and* 
 cases it helps, so this prints, on the cases both runs scored: each metric's mean in both runs,
 how many cases are better and worse by more than `--tol`, the median change, and the cases that
 moved most in DSC_AUC. These are the better/worse counts docs/validation.md and the weights card quote.
+A boxed run against a clicks-only one (a sweep has DSC_1 0 everywhere) is refused: every figure
+would differ by the protocol, and a card as base needs `--clicks-only` to stand for its sweep.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ def read_run(path: Path, clicks_only: bool = False) -> dict[str, dict[str, float
     }
 
 
+def protocol_of(run: dict[str, dict[str, float]]) -> str:
+    """'clicks-only' when no case has a box step (DSC_1 0 everywhere, as a sweep writes it), else
+    'boxed' (a boxed validation may hold a few click starts, cases without boxes)."""
+    return "clicks-only" if all(v["DSC_1"] == 0.0 for v in run.values()) else "boxed"
+
+
 def compare_metrics(
     base: dict[str, dict[str, float]], new: dict[str, dict[str, float]], tol: float
 ) -> list[MetricChange]:
@@ -106,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     base, new = read_run(args.base, args.clicks_only), read_run(args.new)
+    kinds = protocol_of(base), protocol_of(new)
+    if kinds[0] != kinds[1]:  # every area would differ by the protocol, not by the model
+        hint = " (a weights card as base: add --clicks-only)" if kinds[1] == "clicks-only" else ""
+        raise SystemExit(f"compare_runs: the base is a {kinds[0]} run and the new one {kinds[1]}{hint}")
     shared = set(base) & set(new)
     only = sorted((set(base) | set(new)) - shared)
     print(f"{len(shared)} cases in both runs" + (f"; left out (in one run only): {only}" if only else ""))

@@ -11,14 +11,15 @@ from evaluation.compare_runs import compare_metrics, largest_changes, main
 from evaluation.validate_split import COLUMNS
 
 
-def _write(path, rows: dict[str, float]) -> None:
-    """A metrics.csv where every metric of a case has the same value."""
+def _write(path, rows: dict[str, float], clicks_only: bool = False) -> None:
+    """A metrics.csv where every metric of a case has the same value (DSC_1 0 in a clicks-only
+    sweep's, which has no box step)."""
     path.mkdir(parents=True, exist_ok=True)
     with (path / "metrics.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["CaseName", *COLUMNS])
         for name, v in rows.items():
-            w.writerow([name, *([v] * len(COLUMNS))])
+            w.writerow([name, 0.0 if clicks_only else v, *([v] * (len(COLUMNS) - 1))])
 
 
 BASE = {"a.npz": 0.5, "b.npz": 0.5, "c.npz": 0.5, "d.npz": 0.5}
@@ -79,14 +80,24 @@ def test_a_weights_card_is_a_clicks_only_base(tmp_path, capsys) -> None:
     sweep = {n: dict.fromkeys(COLUMNS[1:], v) for n, v in BASE.items()}
     card = {"validation_full_protocol": {"per_case": boxed, "clicks_only_sweep": {"per_case": sweep}}}
     (weights / "model.json").write_text(json.dumps(card))
-    _write(tmp_path / "new", NEW)
+    _write(tmp_path / "new", NEW, clicks_only=True)
     assert main([str(weights), str(tmp_path / "new"), "--top", "1", "--clicks-only"]) == 0
     out = capsys.readouterr().out
     assert "DSC_AUC      0.500   0.562   +0.062      1      2   -0.026" in out
-    assert "DSC_1        0.000   0.562" in out
-    assert main([str(weights), str(tmp_path / "new"), "--top", "1"]) == 0
-    assert "DSC_AUC      0.900   0.562" in capsys.readouterr().out  # without it: the boxed figures
+    assert "DSC_1        0.000   0.000" in out
+    # without it the card's boxed figures would be the base: refused, not compared
+    with pytest.raises(SystemExit, match="base is a boxed run and the new one clicks-only.*--clicks-only"):
+        main([str(weights), str(tmp_path / "new")])
     del card["validation_full_protocol"]["clicks_only_sweep"]
     (weights / "model.json").write_text(json.dumps(card))
     with pytest.raises(SystemExit, match="no validation_full_protocol.clicks_only_sweep.per_case"):
         main([str(weights), str(tmp_path / "new"), "--clicks-only"])
+
+
+def test_a_boxed_run_is_not_compared_with_a_clicks_only_one(tmp_path) -> None:
+    """Two folders of different protocols: every area would differ by the protocol."""
+    _write(tmp_path / "boxed", BASE)
+    _write(tmp_path / "sweep", NEW, clicks_only=True)
+    with pytest.raises(SystemExit, match="base is a clicks-only run and the new one boxed"):
+        main([str(tmp_path / "sweep"), str(tmp_path / "boxed")])
+    assert main([str(tmp_path / "sweep"), str(tmp_path / "sweep")]) == 0
