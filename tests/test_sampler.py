@@ -66,6 +66,18 @@ def test_box_sample_on_the_grid(volumes) -> None:
         assert len(s.spacing) == 3 and all(v > 0 for v in s.spacing)
 
 
+def test_grid_dice_of_a_prediction_against_the_target(volumes) -> None:
+    s = _samples(volumes, p_box=1.0, n=1)[0]
+    assert s.grid_dice(s.target) == pytest.approx(1.0)
+    assert s.grid_dice(np.zeros_like(s.target)) == 0.0
+    half = s.target.copy()
+    half[tuple(np.argwhere(half)[: half.sum() // 2].T)] = False  # the first half of its voxels
+    assert s.grid_dice(half) == pytest.approx(2 * half.sum() / (half.sum() + s.target.sum()))
+    assert s.grid_dice(s.target | ~s.target) == pytest.approx(
+        2 * s.target.sum() / (s.target.size + s.target.sum())
+    )
+
+
 def test_click_only_sample_has_one_fg_click_on_target(volumes) -> None:
     for s in _samples(volumes, p_box=0.0, n=40, seed=1):
         assert s.prompts.box is None

@@ -75,8 +75,7 @@ def measure(
             with torch.no_grad(), autocast():
                 pred = (net(x)[:, 0] > 0).cpu().numpy()
             for (name, label, s), p in zip(chunk, pred, strict=True):
-                dice = 2.0 * (p & s.target).sum() / (p.sum() + s.target.sum() + 1e-9)
-                scores.setdefault(name, {}).setdefault(str(label), []).append(float(dice))
+                scores.setdefault(name, {}).setdefault(str(label), []).append(s.grid_dice(p))
     finally:
         net.train(was_training)
     return {name: {k: float(np.mean(v)) for k, v in per.items()} for name, per in scores.items()}

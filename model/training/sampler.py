@@ -51,6 +51,11 @@ class Sample:
     native: Native | None = None  # where the sample came from, for a local view; never batched
     part: np.ndarray | None = None  # (z,y,x) bool: a previous mask that is a part of the object
 
+    def grid_dice(self, pred: np.ndarray) -> float:
+        """Dice of a (z,y,x) bool prediction against this sample's target on the grid: the proxy
+        that training's validation and the hardness table both read."""
+        return float(2.0 * (pred & self.target).sum() / (pred.sum() + self.target.sum() + 1e-9))
+
 
 @dataclass
 class Native:

@@ -316,8 +316,7 @@ def validate(
             with torch.no_grad(), mixed_precision(device, bf16_cpu):
                 pred = (net(x)[:, 0] > 0).cpu().numpy()
             for p, s in zip(pred, samples, strict=True):
-                inter = (p & s.target).sum()
-                scores[f"dice_r{rounds}"].append(2 * inter / (p.sum() + s.target.sum() + 1e-9))
+                scores[f"dice_r{rounds}"].append(s.grid_dice(p))
     net.train()
     out = {k: float(np.mean(v)) for k, v in scores.items()}
     out["val_score"] = float(np.mean(list(out.values())))
