@@ -39,11 +39,6 @@ class ModelConfig:
     # changes the mask inside that view alone (needs local_fraction > 0); a class started from
     # clicks alone is still predicted again, since only its clicks tell its extent
     refine_locally: bool = False
-    # an edit's answer weighed against the standing mask by distance from the click: all of it at
-    # the click, half at the view's faces (where the standing mask takes over), so the edit fades
-    # into the mask around it and a change far from the click needs a surer network; False = the
-    # view's answer replaces the mask inside it wholly
-    edit_taper: bool = False
     # after fusion, at each click: grow (fg) or cut (bg) the similar-intensity region connected to
     # it within this radius (model/click_grow.py); 0 = off. Tolerance in imgs' intensity units.
     grow_radius_mm: float = 0.0

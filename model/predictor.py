@@ -210,21 +210,6 @@ def _within(inner: Roi, outer: Roi) -> tuple[slice, slice, slice]:
     return tuple(slice(a - o, b - o) for a, b, o in zip(inner.lo, inner.hi, outer.lo, strict=True))  # type: ignore[return-value]
 
 
-def edit_taper(view: Roi, click: tuple[int, int, int]) -> np.ndarray:
-    """Weight (float32, the view's shape) of an edit's answer against the standing mask: 1 at the
-    click, falling linearly to 1/2 at each face of the view (per axis, by the distance from the
-    click to that face; the largest of the three axes counts). Where the weight is w, the blend
-    w * p + (1 - w) * mask crosses 0.5 only where the network's p is beyond 0.5 / w from the mask's
-    side: the standing mask decides at the faces, as it does outside the view."""
-    ranks = []
-    for lo, hi, c in zip(view.lo, view.hi, click, strict=True):
-        i = np.arange(lo, hi, dtype=np.float64)
-        below, above = max(c - lo + 0.5, 0.5), max(hi - 0.5 - c, 0.5)
-        ranks.append(np.clip(np.where(i < c, (c - i) / below, (i - c) / above), 0.0, 1.0))
-    r = np.maximum(np.maximum(ranks[0][:, None, None], ranks[1][None, :, None]), ranks[2][None, None, :])
-    return (1.0 - 0.5 * r).astype(np.float32)
-
-
 def read_weights(weights_dir: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
     """The card and the fp32 state dict of a weights folder (model.json + fp16 model.pt), the one
     reader that inference, training's start and the slim seed share. In an ensemble folder this is
@@ -642,12 +627,7 @@ class Predictor:
         else:
             prob = job.native_prob()
         if job.local_prob is not None and job.local_roi is not None:
-            view = _within(job.local_roi, job.roi)
-            local = grid_to_roi(job.local_prob.float(), job.local_roi)
-            if job.edit and self.config.edit_taper and job.newest is not None:
-                w = torch.from_numpy(edit_taper(job.local_roi, job.newest)).to(local.device)
-                local = w * local + (1 - w) * prob[view]
-            prob[view] = local
+            prob[_within(job.local_roi, job.roi)] = grid_to_roi(job.local_prob.float(), job.local_roi)
         if job.prompts.box is not None:
             apply_box_facts(prob, job.roi, job.prompts.box)
         return ClassProb(

@@ -21,9 +21,9 @@ from model.budget import Budget, Level
 from model.case_io import Case
 from model.config import ModelConfig
 from model.network import ResEncUNet
-from model.predictor import CARD_FILE, WEIGHTS_FILE, Predictor, WeightsMissingError, edit_taper, first_batch_s
+from model.predictor import CARD_FILE, WEIGHTS_FILE, Predictor, WeightsMissingError, first_batch_s
 from model.prompts import ClassPrompts
-from model.roi import Roi, choose_roi, object_extent, zoom_out
+from model.roi import choose_roi, object_extent, zoom_out
 from model.synthetic import synth_case
 from model.training.export import export, main
 
@@ -598,34 +598,6 @@ def test_refine_locally_edits_the_previous_mask_inside_the_clicks_view_only() ->
     assert seen.max() > 0.99 and seen.min() < 0.01  # part of the view is the old mask, part is not
     np.testing.assert_array_equal(local[:, :, :18], prev[:, :, :18])
     assert (local[8:24, 12:36, 18:36] == 1).all()
-
-
-def test_edit_taper_weighs_the_edit_by_distance_from_the_click() -> None:
-    view = Roi((0, 0, 0), (5, 7, 9), (20, 20, 20))
-    w = edit_taper(view, (2, 3, 4))
-    assert w.shape == (5, 7, 9) and w.dtype == np.float32
-    assert w[2, 3, 4] == 1.0 and 0.5 < w.min() <= 0.6
-    assert w[2, 3, 4] > w[2, 3, 6] > w[2, 3, 8] and w[2, 3, 0] == pytest.approx(w[2, 3, 8])
-    # a click near one face: each side falls to about 1/2 at its own face
-    off = edit_taper(Roi((10, 10, 10), (15, 15, 15), (20, 20, 20)), (10, 12, 14))
-    assert off[0, 2, 4] == 1.0 and 0.5 < off[0, 2, 0] < 0.6 and 0.5 < off[4, 2, 4] < 0.6
-
-
-def test_an_edit_with_the_taper_changes_the_mask_far_from_the_click_only_where_the_network_is_sure() -> None:
-    """The network says object at 0.73 everywhere. Without the taper the whole view (inside the
-    box) becomes object; with it the click's neighbourhood does, the standing mask (background
-    there) holds near the view's faces, and object voxels of the standing mask stay object."""
-    case = _click_step_case()
-    prev = np.zeros(case.shape, np.uint8)
-    prev[8:24, 12:36, 12:24] = 1
-    case = replace(case, prev_pred=prev)
-    base = replace(CFG, local_fraction=0.4, max_zoom_out=0, refine_locally=True)
-    plain = Predictor(ConstNet(1.0), base, "cpu").predict_case(case).segs
-    taper = Predictor(ConstNet(1.0), replace(base, edit_taper=True), "cpu").predict_case(case).segs
-    assert plain[16, 24, 30] == 1 and taper[16, 24, 30] == 1  # at the click the network decides
-    assert plain[16, 12, 30] == 1 and taper[16, 12, 30] == 0  # at the view's face the mask holds
-    assert (taper[8:24, 12:36, 18:24] == 1).all()  # the standing object is kept
-    np.testing.assert_array_equal(taper[:, :, :18], prev[:, :, :18])  # outside the view: untouched
 
 
 def test_refine_locally_predicts_a_clicks_only_class_again() -> None:
