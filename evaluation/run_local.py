@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_paths = report.plot_curves(results, out_dir) if not args.no_plots else []
     print()
     print(f"submission: {submission}" + (" (in process, through model.session)" if args.in_process else ""))
-    jobs = f" ({args.jobs} jobs, {threads} threads a step)" if threads else ""
+    jobs = f" ({args.jobs} jobs, {threads} thread{'s' if threads > 1 else ''} a step)" if threads else ""
     print(f"{len(results)} cases from {imgs_dir} in {seconds:.1f} s{jobs}")
     print()
     print(report.format_summary(rows))
