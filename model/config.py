@@ -39,11 +39,6 @@ class ModelConfig:
     # changes the mask inside that view alone (needs local_fraction > 0); a class started from
     # clicks alone is still predicted again, since only its clicks tell its extent
     refine_locally: bool = False
-    # an edited class's mask outside its view (not answered this step) counts in fusion as just
-    # above the threshold, not as certain: it still beats background, and yields to another
-    # class's fresh answer above it, so a foreground click can take the voxels a neighbour holds;
-    # False = a standing mask is certain (1.0) and no edit can take its voxels
-    standing_yields: bool = False
     # after fusion, at each click: grow (fg) or cut (bg) the similar-intensity region connected to
     # it within this radius (model/click_grow.py); 0 = off. Tolerance in imgs' intensity units.
     grow_radius_mm: float = 0.0

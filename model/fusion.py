@@ -67,13 +67,6 @@ class ClassProb:
     locked: bool = False
 
 
-def standing_prob(threshold: float) -> float:
-    """The probability a standing mask (a class's previous answer, not predicted again there this
-    step) takes in fusion when it yields: the smallest step above `threshold` that float16 keeps,
-    so it beats background and loses to any fresh answer above it."""
-    return float(np.nextafter(np.float16(threshold), np.float16(1.0)))
-
-
 # --------------------------------------------------------------------------------------------
 # backend choice
 

@@ -42,7 +42,7 @@ from model.config import CARD_FILE, ModelCard, ModelConfig
 from model.edge_snap import snap_edges
 from model.encoding import encode
 from model.ensemble import ProbabilityMean
-from model.fusion import ClassProb, fuse, standing_prob
+from model.fusion import ClassProb, fuse
 from model.network import ResEncUNet
 from model.prompts import ClassPrompts, class_prompts
 from model.roi import Roi, choose_roi, grid_to_roi, label_extents, local_roi, object_extent, tiles
@@ -624,8 +624,6 @@ class Predictor:
             assert prev_pred is not None and job.local_prob is not None
             prob = torch.from_numpy(prev_pred[job.roi.slices] == job.prompts.label)
             prob = prob.to(job.local_prob.device, torch.float32)
-            if self.config.standing_yields:  # certain no more: another class's fresh answer may take it
-                prob *= standing_prob(self.config.threshold)
         else:
             prob = job.native_prob()
         if job.local_prob is not None and job.local_roi is not None:

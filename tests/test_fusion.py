@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.boxes import Box
-from model.fusion import ClassProb, fuse, resolve_backend, standing_prob
+from model.fusion import ClassProb, fuse, resolve_backend
 
 SHAPE = (20, 40, 40)
 
@@ -71,20 +71,6 @@ def test_threshold_is_strict_and_below_is_background() -> None:
     p[0, 0, 0] = 0.51
     seg = fuse((2, 2, 2), [ClassProb(1, _full_roi((2, 2, 2)), p)], backend="cpu")
     assert seg.sum() == 1 and seg[0, 0, 0] == 1
-
-
-@pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_a_standing_mask_beats_background_and_yields_to_any_fresh_answer_above_it(dtype) -> None:
-    """Class 2's standing mask at standing_prob(0.5) against class 1's fresh 0.51 (wins), 0.5
-    (background: class 2 stays) and nothing (class 2 stays), in either dtype."""
-    shape = (1, 1, 3)
-    stale = np.full(shape, standing_prob(0.5), dtype)
-    fresh = np.array([[[0.51, 0.5, 0.0]]], dtype)
-    assert standing_prob(0.5) > 0.5 and dtype(standing_prob(0.5)) > dtype(0.5)
-    seg = fuse(
-        shape, [ClassProb(1, _full_roi(shape), fresh), ClassProb(2, _full_roi(shape), stale)], backend="cpu"
-    )
-    assert seg.tolist() == [[[1, 2, 2]]]
 
 
 def test_spurious_far_component_dropped() -> None:

@@ -600,27 +600,6 @@ def test_refine_locally_edits_the_previous_mask_inside_the_clicks_view_only() ->
     assert (local[8:24, 12:36, 18:36] == 1).all()
 
 
-def test_standing_yields_lets_a_foreground_click_take_what_a_neighbour_holds() -> None:
-    """Object 2's mask reaches into object 1 (x 16..20); object 1 gets a foreground click there
-    and its edit says object (0.73). With `standing_yields` object 1's fresh answer takes the
-    voxels from object 2's standing mask; without it the standing mask is certain and holds them.
-    Object 2 keeps its own voxels outside object 1's view either way."""
-    imgs = np.random.default_rng(0).integers(0, 255, (32, 48, 48)).astype(np.uint8)
-    b1 = Box(z_min=8, z_max=23, z_mid=15, y_min=12, y_max=35, x_min=4, x_max=20)
-    b2 = Box(z_min=8, z_max=23, z_mid=15, y_min=12, y_max=35, x_min=16, x_max=44)
-    prev = np.zeros(imgs.shape, np.uint8)
-    prev[8:24, 12:36, 4:16] = 1
-    prev[8:24, 12:36, 16:45] = 2
-    clicks = [{"fg": [(16, 24, 18)], "bg": []}, {"fg": [], "bg": [(16, 24, 44)]}]
-    case = _case(imgs, (1.0, 1.0, 1.0), boxes=[b1, b2], clicks=clicks, order=[["fg"], ["bg"]], prev=prev)
-    base = replace(CFG, local_fraction=0.4, max_zoom_out=0, refine_locally=True)
-    held = Predictor(ConstNet(1.0), base, "cpu").predict_case(case).segs
-    taken = Predictor(ConstNet(1.0), replace(base, standing_yields=True), "cpu").predict_case(case).segs
-    assert held[16, 24, 18] == 2 and taken[16, 24, 18] == 1
-    assert (taken[8:24, 12:36, 16:21] == 1).all()
-    assert held[16, 24, 40] == 2 and taken[16, 24, 40] == 2
-
-
 def test_refine_locally_predicts_a_clicks_only_class_again() -> None:
     """A class with no box is no edit: its clicks are all that tell its extent, so it gets the
     object's pass (which sees every click) and then the local view, exactly as without the option;
