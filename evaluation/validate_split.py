@@ -10,8 +10,7 @@ cases are linked (never copied) into OUT/cases/{imgs,gts}, then `evaluation.run_
 our `predict.sh` (OUT/model) and the box-prism baseline (OUT/box_prism) the organisers' way.
 OUT/validation.md and OUT/validation.json hold the per-case comparison (DSC_1, DSC_AUC,
 DSC_Final, NSD_Final) and the means, ready for the weights card. `--jobs N` is run_local's: the
-cases shared out among N worker processes (on a 2-core CPU, 2 jobs of one thread each take about
-half the time of one process).
+cases shared out among N worker processes (docs/evaluation.md, "Jobs").
 """
 
 from __future__ import annotations
