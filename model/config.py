@@ -63,7 +63,8 @@ class ModelConfig:
     snap_separation: float = 1.0
     threshold: float = 0.5
     # mirror views averaged per forward pass (1 = none, up to 8: every flip of z, y, x; the network
-    # trained on random flips). 4 views measured about neutral for 3x the time (docs/validation.md): off
+    # trained on random flips). 4 views: neutral with early weights, below with the shipped ones at
+    # 3-4x the time (docs/validation.md): off
     tta_mirrors: int = 1
     max_batch: int = 8  # classes per forward pass
 
