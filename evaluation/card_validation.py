@@ -104,9 +104,11 @@ def card_extras(
     training_command: str,
     hardware: str,
     inference: Inference | None = None,
+    val_command: str | None = None,
 ) -> dict:
     """The card extras of `run`, as `model.training.export --card-extra` merges them; the
-    previous run's inference unless `inference` is given."""
+    previous run's inference unless `inference` is given; `val_command` is what scored `val`
+    (default: the previous card's command with its --out replaced by `val`)."""
     validation = json.loads((val / "validation.json").read_text())
     old = prev.extras["validation_full_protocol"]
     per_case = {name: rounded(v) for name, v in validation["per_case"].items()}
@@ -138,7 +140,7 @@ def card_extras(
         "per_case": {n: rounded({c: v[c] for c in SWEEP_COLUMNS}) for n, v in sweep_rows.items()},
     }
     block = {
-        "command": re.sub(r"--out \S+", lambda _: f"--out {val}", old["command"]),
+        "command": val_command or re.sub(r"--out \S+", lambda _: f"--out {val}", old["command"]),
         "protocol": old["protocol"],
         "inference": inference.text if inference else old["inference"],
         "n_cases": validation["n_cases"],
@@ -193,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the bundled cases, whose means get a line of their own")  # fmt: skip
     ap.add_argument("--training-command", required=True, help="the command and the run's story")
     ap.add_argument("--hardware", required=True, help="what trained it, and what ran beside it")
+    ap.add_argument(
+        "--val-command", help="the command that scored --val (default: the previous card's, with its --out)"
+    )
     ap.add_argument("--inference", help="export's --inference JSON, where it differs from the previous run's")
     ap.add_argument("--inference-text", help="what that inference does, in words (with --inference)")
     ap.add_argument("--out", type=Path, help="default: configs/card_extra_<run>.json")
@@ -220,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         args.training_command,
         args.hardware,
         Inference(args.inference, args.inference_text) if args.inference else None,
+        args.val_command,
     )
     out = args.out or Path("configs") / f"card_extra_{args.run}.json"
     out.write_text(json.dumps(extras, indent=2) + "\n")

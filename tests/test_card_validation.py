@@ -112,6 +112,14 @@ def _card_of(prev: Previous, weights) -> None:
     ModelCard(ModelConfig(), extras).save(weights / "model.json")
 
 
+def test_the_command_that_scored_the_validation_replaces_the_carried_one(tmp_path) -> None:
+    prev = _folders(tmp_path)
+    val = tmp_path / "val_new"
+    ran = f"SEGFM_TIME_SCALE=20 python -m evaluation.validate_split --out {val} --jobs 2"
+    extras = card_extras("cpu11", val, tmp_path / "co_new", prev, set(), "t", "h", val_command=ran)
+    assert extras["validation_full_protocol"]["command"] == ran
+
+
 def test_the_shipped_card_stands_in_for_its_folders(tmp_path) -> None:
     """A fresh machine without the shipped run's folders judges the new run against the per-case
     figures of the shipped card: the same counts as from the folders."""
