@@ -32,6 +32,7 @@ import cc3d
 import numpy as np
 
 from evaluation.click_gain import saved_cases
+from evaluation.metrics import dice
 from evaluation.protocol import N_STEPS
 from model.click_sim import simulate_clicks
 
@@ -53,11 +54,6 @@ class ClickAnswer:
     @property
     def fixed_share(self) -> float:
         return self.fixed / self.component
-
-
-def _dice(truth: np.ndarray, pred: np.ndarray) -> float:
-    total = int(truth.sum()) + int(pred.sum())
-    return 2.0 * int((truth & pred).sum()) / total if total else 1.0
 
 
 def answers_of_case(steps: np.ndarray, gts: np.ndarray) -> list[ClickAnswer]:
@@ -88,8 +84,8 @@ def answers_of_case(steps: np.ndarray, gts: np.ndarray) -> list[ClickAnswer]:
                     fixed=int((component & now_right).sum()),
                     broken_elsewhere=int((~wrong & ~now_right).sum()),
                     mended_elsewhere=int((wrong & now_right & ~component).sum()),
-                    dice_before=_dice(truth, prev),
-                    dice_after=_dice(truth, new),
+                    dice_before=dice(truth, prev),
+                    dice_after=dice(truth, new),
                 )
             )
     return out
