@@ -31,7 +31,7 @@ from pathlib import Path
 import cc3d
 import numpy as np
 
-from evaluation.click_gain import saved_cases
+from evaluation.click_gain import by_size, saved_cases
 from evaluation.metrics import dice
 from evaluation.protocol import N_STEPS
 from model.click_sim import simulate_clicks
@@ -120,14 +120,9 @@ def report_lines(answers: list[ClickAnswer]) -> list[str]:
             f"{sum(a.broken_elsewhere for a in of_kind)}, turned right elsewhere "
             f"{sum(a.mended_elsewhere for a in of_kind)}"
         )
-        for lo, hi in COMPONENT_BANDS:
-            band = [a.fixed_share for a in of_kind if a.component >= lo and (hi is None or a.component < hi)]
-            if band:
-                span = f"{lo}-{hi}" if hi else f">= {lo}"
-                mean = np.mean(band)
-                lines.append(
-                    f"  error of {span:>12} voxels: {len(band):4d} clicks, mean share fixed {mean:.3f}"
-                )
+        for span, band in by_size([(a.component, a.fixed_share) for a in of_kind], COMPONENT_BANDS):
+            mean = np.mean(band)
+            lines.append(f"  error of {span:>12} voxels: {len(band):4d} clicks, mean share fixed {mean:.3f}")
     return lines or ["no saved steps with clicks (run_local saves them unless --no-save-segs)"]
 
 

@@ -87,9 +87,12 @@ def first_click_ratios(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]
     return out
 
 
-def _by_size(values: list[tuple[int, float]]) -> Iterator[tuple[str, list[float]]]:
-    """(band name, the values of its objects) for each of SIZE_BANDS that has objects."""
-    for lo, hi in SIZE_BANDS:
+def by_size(
+    values: list[tuple[int, float]], bands: tuple[tuple[int, int | None], ...] = SIZE_BANDS
+) -> Iterator[tuple[str, list[float]]]:
+    """(band name, the values in it) for each of `bands` (voxel counts, [lo, hi)) that has values;
+    `values` are (voxels, value) pairs."""
+    for lo, hi in bands:
         band = [v for n, v in values if n >= lo and (hi is None or n < hi)]
         if band:
             yield (f"{lo}-{hi}" if hi else f">= {lo}"), band
@@ -100,7 +103,7 @@ def size_lines(gains: list[tuple[int, float]]) -> list[str]:
     if not gains:
         return []
     lines = [f"per object of the boxed cases ({len(gains)}), DSC gain box -> click5 by true voxels:"]
-    for name, band in _by_size(gains):
+    for name, band in by_size(gains):
         worse = sum(g < -0.02 for g in band)
         lines.append(
             f"  {name:>13}: {len(band):4d} objects, mean {np.mean(band):+.3f}, {worse} worse by > 0.02"
@@ -115,7 +118,7 @@ def first_click_lines(ratios: list[tuple[int, float]]) -> list[str]:
     lines = [
         f"per object of the no-box cases ({len(ratios)}), predicted/true volume after click1 by true voxels:"
     ]
-    for name, band in _by_size(ratios):
+    for name, band in by_size(ratios):
         lines.append(
             f"  {name:>13}: {len(band):4d} objects, median {np.median(band):.2f} "
             f"(min {min(band):.2f}, max {max(band):.2f})"
