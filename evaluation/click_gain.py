@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
+from evaluation.metrics import dice
+
 
 def saved_cases(segs_dir: Path, gts_dir: Path) -> Iterator[tuple[NpzFile, np.ndarray]]:
     """(the saved segmentations, open, ground truth) of each saved case that has a ground-truth
@@ -72,8 +74,7 @@ def object_gains(segs_dir: Path, gts_dir: Path) -> list[tuple[int, float]]:
     for true, steps, label in _objects_of_saved_steps(segs_dir, gts_dir, 6):
         n = int(true.sum())
         pred = [steps[0] == label, steps[5] == label]
-        dsc = [2 * int((true & p).sum()) / (n + int(p.sum())) for p in pred]
-        out.append((n, dsc[1] - dsc[0]))
+        out.append((n, dice(true, pred[1]) - dice(true, pred[0])))
     return out
 
 
