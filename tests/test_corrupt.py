@@ -13,6 +13,7 @@ from model.training.corrupt import (
     dilate,
     erode,
     error_component,
+    held_by_neighbour,
     leak,
     shift,
 )
@@ -66,6 +67,25 @@ def test_leak_takes_the_neighbour_near_the_object() -> None:
     assert out is not None and (out & m).sum() == m.sum()
     assert (out & organ).any() and not out[0, 0, 0]
     assert leak(m, np.zeros_like(m), SP, np.random.default_rng(2)) is None
+
+
+def test_held_by_neighbour_is_the_object_edge_next_to_the_neighbour() -> None:
+    """The held voxels are the object's, all near the neighbour (at most 10 mm), the object's far
+    side is never held, and no neighbour near means nothing held."""
+    m = np.zeros((24, 32, 32), bool)
+    m[6:18, 8:24, 4:16] = True  # the object
+    nb = np.zeros_like(m)
+    nb[6:18, 8:24, 16:28] = True  # a neighbour touching its x = 16 face
+    for seed in range(8):
+        held = held_by_neighbour(m, nb, SP, np.random.default_rng(seed))
+        assert held is not None and held.any()
+        assert not (held & ~m).any()  # only the object's voxels
+        assert not held[:, :, :6].any()  # more than 10 mm from the neighbour: never held
+        assert (m & ~held).sum() >= 0.3 * m.sum()
+    far = np.zeros_like(m)
+    far[0, 0, 31] = True
+    assert held_by_neighbour(m, far, SP, np.random.default_rng(0)) is None
+    assert held_by_neighbour(m, np.zeros_like(m), SP, np.random.default_rng(0)) is None
 
 
 @pytest.mark.parametrize("seed", range(12))

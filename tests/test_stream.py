@@ -59,6 +59,28 @@ def test_partial_click_steps_start_from_a_part_of_the_object() -> None:
     assert all(it.region.any() and not (it.region & it.prev).any() for it in items)  # clicks add
 
 
+def test_held_items_give_the_neighbour_the_object_edge() -> None:
+    """p_held 1 on two touching blocks: every click item's other_masks channel holds voxels of
+    the object (a neighbour's mask grown into it), those voxels are missing from the previous
+    mask, and the click lands on an error."""
+    imgs = np.zeros((24, 32, 32), np.float32)
+    gts = np.zeros((24, 32, 32), np.uint8)
+    gts[6:18, 8:24, 4:16], gts[6:18, 8:24, 16:28] = 1, 2
+    imgs[gts == 1], imgs[gts == 2] = 100.0, 180.0
+    vol = Volume("touching", imgs, gts, (2.0, 1.0, 1.0))
+    mix = TrainConfig(p_first=0.0, p_local=0.0, p_partial=0.0, p_held=1.0, max_clicks=1).stream()
+    rng = np.random.default_rng(0)
+    other_ch = CFG.channels.index("other_masks")
+    items = [make_item(Pool([vol], [], 0.0), rng, CFG, mix) for _ in range(16)]
+    held = [it for it in items if (it.sample.others & it.sample.target).any()]
+    assert len(held) >= 12  # the blocks touch, so almost every draw can be held
+    for it in held:
+        grab = it.sample.others & it.sample.target
+        assert it.use_others and it.prev is not None
+        assert (it.x[other_ch].numpy()[grab] > 0.5).mean() > 0.9  # the network sees them as another's
+        assert not (it.prev & grab).any() and it.region.any()  # one click: no round fixed them
+
+
 def test_stream_workers_differ_and_collate_keeps_lists(pool) -> None:
     loader = torch.utils.data.DataLoader(
         ItemStream(pool, CFG, TrainConfig().stream(), seed=3), batch_size=3, num_workers=2, collate_fn=collate

@@ -89,6 +89,26 @@ def leak(mask: Mask, others: Mask, spacing: np.ndarray, rng: np.random.Generator
     return (mask | near) if near.any() else None
 
 
+def held_by_neighbour(
+    target: Mask, others: Mask, spacing: np.ndarray, rng: np.random.Generator
+) -> Mask | None:
+    """The object's voxels within a few mm of a neighbour, as when the neighbour's mask has
+    grown into the object (the reverse of `leak`): at inference such voxels come in the
+    previous mask's other_masks channel, and a foreground click on them must take them back.
+    The reach (1.5 to 10 mm) is halved until at least 30 % of the object stays its own. None when
+    no neighbour is that near."""
+    if not others.any() or not target.any():
+        return None
+    near = _dist_outside(others, spacing)
+    reach = rng.uniform(1.5, 10.0)
+    for _ in range(3):
+        held = target & (near <= max(reach, float(spacing.min())))
+        if (target & ~held).sum() >= 0.3 * target.sum():
+            return held if held.any() else None
+        reach /= 2
+    return None
+
+
 def corrupt(
     target: Mask,
     others: Mask,

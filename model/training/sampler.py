@@ -298,9 +298,11 @@ def local_sample(
     rng: np.random.Generator,
     config: ModelConfig,
     fraction: float,
+    held: np.ndarray | None = None,
 ) -> tuple[Sample, np.ndarray] | None:
     """The local view of `s` around its newest click (grid point `newest`), with `prev` (on s's
-    grid) carried over as the predictor carries its first pass over.
+    grid) carried over as the predictor carries its first pass over, and `held` (on s's grid: the
+    object's voxels a neighbour's mask holds, stream.make_item) carried into the view's others.
 
     Returns the local sample (clicks and box mapped into it) and its previous mask, or None
     when `s` has no native view or the view misses the object.
@@ -316,6 +318,8 @@ def local_sample(
     if not target.any():
         return None
     prev_local = regrid(prev.astype(np.float32), nat.roi, roi, grid) > 0.5
+    if held is not None:
+        others = others | ((regrid(held.astype(np.float32), nat.roi, roi, grid) > 0.5) & target)
     points = {}
     for kind in ("fg", "bg"):
         pts = getattr(s.prompts, kind)

@@ -24,7 +24,15 @@ from torch.utils.data import IterableDataset, get_worker_info
 from model.config import ModelConfig
 from model.encoding import box_channel, encode
 from model.roi import Roi
-from model.training.corrupt import click_rounds, corrupt, dilate, erode, error_component, shift
+from model.training.corrupt import (
+    click_rounds,
+    corrupt,
+    dilate,
+    erode,
+    error_component,
+    held_by_neighbour,
+    shift,
+)
 from model.training.data import Volume
 from model.training.sampler import Sample, augment_intensity, local_sample, make_sample, next_click
 
@@ -45,6 +53,7 @@ class StreamConfig:
     p_official_click: float
     p_tile: float = 0.0
     p_hard: float = 0.0  # draws by the network's weakness on each object (Pool.draw_object)
+    p_held: float = 0.0  # click items whose edge near a neighbour the neighbour's mask holds
 
 
 class Pool:
@@ -167,6 +176,7 @@ def _draw(
 def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: StreamConfig) -> Item:
     """One training item drawn from the pool (see the module docstring for the mix)."""
     prev: np.ndarray | None = None
+    held: np.ndarray | None = None
     region = np.zeros(config.grid, bool)
     if mix.p_tile > 0 and rng.random() < mix.p_tile:
         kind = "tile"
@@ -188,6 +198,10 @@ def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: St
                 start = s.part
             else:
                 start, _ = corrupt(s.target, s.others, np.asarray(s.spacing), rng, prism)
+            if mix.p_held > 0 and rng.random() < mix.p_held:
+                held = held_by_neighbour(s.target, s.others, np.asarray(s.spacing), rng)
+                if held is not None:  # the neighbour's mask, not this one, holds those voxels
+                    start, s.others = start & ~held, s.others | held
             n = int(rng.integers(1, mix.max_clicks + 1))
             prev, clicks, region = click_rounds(
                 start, s.target, n, rng, lambda p, t: next_click(p, t, rng, mix.p_official_click)
@@ -195,7 +209,7 @@ def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: St
             for k, point in clicks:
                 getattr(s.prompts, k).append(point)
             if clicks and rng.random() < mix.p_local:
-                local = local_sample(s, prev, clicks[-1][1], rng, config, float(rng.uniform(0.25, 0.6)))
+                local = local_sample(s, prev, clicks[-1][1], rng, config, float(rng.uniform(0.25, 0.6)), held)
                 if local is not None:
                     s, prev = local
                     newest = getattr(s.prompts, clicks[-1][0])
@@ -203,7 +217,8 @@ def make_item(pool: Pool, rng: np.random.Generator, config: ModelConfig, mix: St
                     kind = "local"
     s.native = None
     image = augment_intensity(s.image, rng)
-    use_others = bool(rng.random() < 0.5)  # the other objects' masks as context, or not
+    # the other objects' masks as context, or not; always where a neighbour holds part of the object
+    use_others = held is not None or bool(rng.random() < 0.5)
     x = encode_sample(s, image, prev, use_others, config)
     return Item(x.half(), s, image.half(), prev, region, use_others, kind)
 

@@ -75,6 +75,9 @@ class TrainConfig:
     # share of the draws by the starting weights' weakness on each real object (hardness.py):
     # weight max(1 - box-step grid Dice, hard_floor), measured over hard_per_object box starts
     p_hard: float = 0.0
+    # share of the click items whose object's edge near a neighbour is held by the neighbour's mask
+    # (corrupt.held_by_neighbour): the previous mask lacks those voxels, other_masks has them
+    p_held: float = 0.0
     hard_per_object: int = 2
     hard_floor: float = 0.05
     max_clicks: int = 3
