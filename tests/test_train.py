@@ -19,10 +19,12 @@ from model.training.export import export
 from model.training.sampler import make_sample
 from model.training.train import (
     TrainConfig,
+    anchor_weights,
     click_loss,
     cpu_has_native_bf16,
     cpu_model,
     mixed_precision,
+    pull_to_start,
     resolve_bf16_cpu,
     synthetic_volumes,
     train,
@@ -145,6 +147,49 @@ def test_new_run_starts_from_weights_and_carries_history(tmp_path, tiny_train_co
     cfg2.init_from, cfg2.out_dir = [str(tmp_path / "runs/gone"), str(out)], str(tmp_path / "run2")
     state2 = torch.load(train(cfg2) / "last.pt", map_location="cpu", weights_only=False)
     assert [r["samples"] for r in state2["history"]] == [30, 4]
+
+
+def _shipped(tmp_path: Path) -> tuple[Path, dict]:
+    """A weights folder as export writes one (fp16 state dict and card), and its weights."""
+    config = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
+    weights = tmp_path / "shipped"
+    weights.mkdir()
+    sd = {k: v.half() for k, v in ResEncUNet(config).state_dict().items()}
+    torch.save(sd, weights / WEIGHTS_FILE)
+    ModelCard(config=config, card={}).save(weights / CARD_FILE)
+    return weights, sd
+
+
+def test_anchor_holds_a_fine_tune_near_its_start(tmp_path, tiny_train_config) -> None:
+    """The same fine-tune with and without an anchor: with it, the weights end nearer the start;
+    a resumed run is anchored to init_from, not to where it was stopped; a full pull is the start."""
+    weights, sd = _shipped(tmp_path)
+    tiny = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
+    start = ResEncUNet(tiny)
+    start.load_state_dict(sd)
+    p0 = [p.detach().float() for p in start.parameters()]
+
+    def drift(anchor: float, out: str) -> float:
+        cfg = _setup(tiny_train_config, steps=6)
+        cfg.init_from, cfg.out_dir, cfg.anchor = str(weights), str(tmp_path / out), anchor
+        cfg.weight_decay = 0.0  # the anchor alone pulls
+        state = torch.load(train(cfg) / "last.pt", map_location="cpu", weights_only=False)
+        net = ResEncUNet(ModelConfig.from_dict(state["model_config"]))
+        net.load_state_dict(state["model"])
+        return sum(float(((p.detach() - q) ** 2).sum()) for p, q in zip(net.parameters(), p0, strict=True))
+
+    free, held = drift(0.0, "free"), drift(200.0, "held")
+    assert held < 0.5 * free
+
+    moved = ResEncUNet(tiny)  # other weights, as a stopped run's
+    cfg = _setup(tiny_train_config, steps=1)
+    cfg.init_from, cfg.anchor = str(weights), 1.0
+    ref = anchor_weights(cfg, moved, resumed=True)
+    assert ref is not None and all(torch.equal(a, b) for a, b in zip(ref, p0, strict=True))
+    pull_to_start(moved, ref, 1.0)
+    assert all(torch.allclose(a, b) for a, b in zip(moved.parameters(), p0, strict=True))
+    cfg.anchor = 0.0
+    assert anchor_weights(cfg, moved, resumed=False) is None
 
 
 def test_init_from_names_every_candidate_when_none_exists(tmp_path) -> None:
