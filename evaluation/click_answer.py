@@ -14,11 +14,14 @@ deterministic) and measures, per object and click:
   thin shell round the object), the one whose deepest voxel the click is;
 * `fixed`: the share of that component that the next answer turned right;
 * elsewhere (outside the component), the voxels the answer turned wrong and those it turned right;
-* the object's Dice before and after.
+* the object's Dice before and after;
+* of the component's missed voxels, those another object held before the click (`held`: a
+  neighbour's mask grown over the object) and how many of them the answer took (`taken`).
 
 The lines printed: per click kind, the mean object Dice before and after, the mean and median
 share fixed, how often less than half was fixed, the voxels turned wrong and right elsewhere
-against those fixed in the component; then the share fixed by component size. A click start's
+against those fixed in the component, the missed voxels another object held and the share of
+them taken; then the share fixed by component size. A click start's
 first click is placed on an empty mask, as the organisers do.
 """
 
@@ -50,6 +53,9 @@ class ClickAnswer:
     mended_elsewhere: int  # and wrong before, right after
     dice_before: float
     dice_after: float
+    missed: int = 0  # voxels of the component the object lacked (the rest were false)
+    held: int = 0  # of those, voxels another object held before the click
+    taken: int = 0  # of those, the object's after it
 
     @property
     def fixed_share(self) -> float:
@@ -77,6 +83,8 @@ def answers_of_case(steps: np.ndarray, gts: np.ndarray) -> list[ClickAnswer]:
             click = tuple(int(c) for c in clicks[ind][kind][-1])
             component = components == components[click]
             now_right = new == truth
+            missed = component & truth
+            held = missed & (before > 0) & ~prev
             out.append(
                 ClickAnswer(
                     kind=kind,
@@ -86,6 +94,9 @@ def answers_of_case(steps: np.ndarray, gts: np.ndarray) -> list[ClickAnswer]:
                     mended_elsewhere=int((wrong & now_right & ~component).sum()),
                     dice_before=dice(truth, prev),
                     dice_after=dice(truth, new),
+                    missed=int(missed.sum()),
+                    held=int(held.sum()),
+                    taken=int((held & new).sum()),
                 )
             )
     return out
@@ -120,6 +131,12 @@ def report_lines(answers: list[ClickAnswer]) -> list[str]:
             f"{sum(a.broken_elsewhere for a in of_kind)}, turned right elsewhere "
             f"{sum(a.mended_elsewhere for a in of_kind)}"
         )
+        missed, held, taken = (sum(getattr(a, f) for a in of_kind) for f in ("missed", "held", "taken"))
+        if held:
+            lines.append(
+                f"  missed voxels in the clicked errors {missed}, held by another object {held} "
+                f"({held / missed:.0%}), of those taken by the answer {taken} ({taken / held:.0%})"
+            )
         for span, band in by_size([(a.component, a.fixed_share) for a in of_kind], COMPONENT_BANDS):
             mean = np.mean(band)
             lines.append(f"  error of {span:>12} voxels: {len(band):4d} clicks, mean share fixed {mean:.3f}")

@@ -39,6 +39,24 @@ def test_a_background_click_and_a_perfect_object_gets_no_click() -> None:
     assert [(a.kind, a.component, a.fixed, a.broken_elsewhere) for a in answers] == [("bg", 300, 300, 0)]
 
 
+def test_missed_voxels_a_neighbour_held_and_those_the_answer_took() -> None:
+    """Object 1's first three slices are held by object 2 (grown over them): the foreground
+    click's error is those 300 missed voxels, all held; the answer takes two slices back."""
+    gts = _cube()
+    gts[0:5, 5:15, 5:15] = 2  # the neighbour, just above the cube
+    before = gts.copy()
+    before[5:8, 5:15, 5:15] = 2
+    after = gts.copy()
+    after[5, 5:15, 5:15] = 2
+    fg = [a for a in answers_of_case(np.stack([before, after]), gts) if a.kind == "fg"]
+    assert [(a.component, a.missed, a.held, a.taken) for a in fg] == [(300, 300, 300, 200)]
+    line = [ln for ln in report_lines(fg) if "held by another object" in ln]
+    assert line == [
+        "  missed voxels in the clicked errors 300, held by another object 300 (100%), "
+        "of those taken by the answer 200 (67%)"
+    ]
+
+
 def test_a_click_start_is_clicked_on_an_empty_mask_first() -> None:
     gts = _cube()
     steps = np.stack([gts] * 5)  # five click steps, no box step: the first answer is already right
