@@ -384,9 +384,9 @@ def initial_state(cfg: TrainConfig, source: str) -> tuple[ModelConfig, dict | No
 
 
 def anchor_weights(cfg: TrainConfig, net: torch.nn.Module, resumed: bool) -> list[torch.Tensor] | None:
-    """The run's starting weights, one tensor per parameter of `net`, for `cfg.anchor`; None
-    without an anchor. A resumed run reads them again from `init_from`, so the anchor stays where
-    the run began, not where it was stopped."""
+    """The run's starting weights, one tensor per parameter of `net` and on its device, for
+    `cfg.anchor`; None without an anchor. A resumed run reads them again from `init_from`, so the
+    anchor stays where the run began, not where it was stopped."""
     if cfg.anchor <= 0:
         return None
     if not resumed:
@@ -397,14 +397,14 @@ def anchor_weights(cfg: TrainConfig, net: torch.nn.Module, resumed: bool) -> lis
     model_cfg, weights, _ = initial_state(cfg, source)
     ref = ResEncUNet(model_cfg)
     ref.load_state_dict(weights)  # type: ignore[arg-type]
-    return [p.detach().clone() for p in ref.parameters()]
+    return [r.detach().to(p.device) for r, p in zip(ref.parameters(), net.parameters(), strict=True)]
 
 
 @torch.no_grad()
 def pull_to_start(net: torch.nn.Module, start: list[torch.Tensor], rate: float) -> None:
     """One decoupled anchor step: each weight moves `rate` of its way back to its start."""
     for p, p0 in zip(net.parameters(), start, strict=True):
-        p.add_(p - p0.to(p.device), alpha=-rate)
+        p.add_(p - p0, alpha=-rate)
 
 
 def draw_curve(metrics: Path, out: Path) -> None:
@@ -491,8 +491,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     net = ResEncUNet(model_cfg)
     if weights is not None:
         net.load_state_dict(weights)
-    start = anchor_weights(cfg, net, state is not None)
     net = net.to(device).to(memory_format=torch.channels_last_3d)
+    start = anchor_weights(cfg, net, state is not None)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
         opt.load_state_dict(state["optim"])
