@@ -21,8 +21,8 @@ deterministic) and measures, per object and click:
 The lines printed: per click kind, the mean object Dice before and after, the mean and median
 share fixed, how often less than half was fixed, the voxels turned wrong and right elsewhere
 against those fixed in the component, the missed voxels another object held and the share of
-them taken; then the share fixed by component size. A click start's
-first click is placed on an empty mask, as the organisers do.
+them taken; then the share fixed by component size. A click start's first click is placed on an
+empty mask, as the organisers do.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def answers_of_case(steps: np.ndarray, gts: np.ndarray) -> list[ClickAnswer]:
             component = components == components[click]
             now_right = new == truth
             missed = component & truth
-            held = missed & (before > 0) & ~prev
+            held = missed & (before > 0)  # missed: not the object's, so another's where labelled
             out.append(
                 ClickAnswer(
                     kind=kind,
