@@ -31,6 +31,8 @@ from model.training.train import (
     validate,
 )
 
+TINY = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
+
 
 def _setup(tiny_train_config, steps: int) -> TrainConfig:
     """One synthetic case (24, 32, 32) with 2 objects, trained on and validated on; batch 2."""
@@ -119,14 +121,22 @@ def test_lr_schedule_warms_up_then_anneals() -> None:
     assert abs(cfg.lr_at(1000) - 1e-5) < 1e-12 and cfg.lr_at(5000) == cfg.lr_at(1000)
 
 
-def test_new_run_starts_from_weights_and_carries_history(tmp_path, tiny_train_config) -> None:
-    config = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
-    net = ResEncUNet(config)
+def _shipped(tmp_path: Path, card: dict) -> tuple[Path, ResEncUNet]:
+    """A weights folder as export writes one (fp16 state dict and `card`) of a tiny network, and
+    that network holding the folder's weights."""
+    net = ResEncUNet(TINY)
     weights = tmp_path / "shipped"
     weights.mkdir()
-    torch.save({k: v.half() for k, v in net.state_dict().items()}, weights / WEIGHTS_FILE)
+    sd = {k: v.half() for k, v in net.state_dict().items()}
+    torch.save(sd, weights / WEIGHTS_FILE)
+    ModelCard(config=TINY, card=card).save(weights / CARD_FILE)
+    net.load_state_dict(sd)
+    return weights, net
+
+
+def test_new_run_starts_from_weights_and_carries_history(tmp_path, tiny_train_config) -> None:
     old = {"checkpoint": "runs/old", "wall_time_s": 7200.0, "steps": 10, "config": {"batch_size": 3}}
-    ModelCard(config=config, card={"training": old, "hardware": "old box"}).save(weights / CARD_FILE)
+    weights, _ = _shipped(tmp_path, {"training": old, "hardware": "old box"})
 
     cfg = _setup(tiny_train_config, steps=2)
     cfg.init_from = str(weights)
@@ -149,24 +159,10 @@ def test_new_run_starts_from_weights_and_carries_history(tmp_path, tiny_train_co
     assert [r["samples"] for r in state2["history"]] == [30, 4]
 
 
-def _shipped(tmp_path: Path) -> tuple[Path, dict]:
-    """A weights folder as export writes one (fp16 state dict and card), and its weights."""
-    config = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
-    weights = tmp_path / "shipped"
-    weights.mkdir()
-    sd = {k: v.half() for k, v in ResEncUNet(config).state_dict().items()}
-    torch.save(sd, weights / WEIGHTS_FILE)
-    ModelCard(config=config, card={}).save(weights / CARD_FILE)
-    return weights, sd
-
-
 def test_anchor_holds_a_fine_tune_near_its_start(tmp_path, tiny_train_config) -> None:
     """The same fine-tune with and without an anchor: with it, the weights end nearer the start;
     a resumed run is anchored to init_from, not to where it was stopped; a full pull is the start."""
-    weights, sd = _shipped(tmp_path)
-    tiny = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
-    start = ResEncUNet(tiny)
-    start.load_state_dict(sd)
+    weights, start = _shipped(tmp_path, {})
     p0 = [p.detach().float() for p in start.parameters()]
 
     def drift(anchor: float, out: str) -> float:
@@ -181,7 +177,7 @@ def test_anchor_holds_a_fine_tune_near_its_start(tmp_path, tiny_train_config) ->
     free, held = drift(0.0, "free"), drift(200.0, "held")
     assert held < 0.5 * free
 
-    moved = ResEncUNet(tiny)  # other weights, as a stopped run's
+    moved = ResEncUNet(TINY)  # other weights, as a stopped run's
     cfg = _setup(tiny_train_config, steps=1)
     cfg.init_from, cfg.anchor = str(weights), 1.0
     ref = anchor_weights(cfg, moved, resumed=True)
@@ -299,7 +295,7 @@ def test_command_line_overrides_the_config_file(tmp_path, monkeypatch) -> None:
 def test_bf16_on_cpu_runs_the_network_in_bfloat16_and_keeps_fp32_weights(tmp_path, tiny_train_config) -> None:
     """The network passes run in bfloat16 under the run's autocast; the weights, the optimizer
     and the checkpoint stay fp32, and a short bf16 run still lowers its loss."""
-    net = ResEncUNet(ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16)))
+    net = ResEncUNet(TINY)
     x = torch.randn(1, net.stem[0].in_channels, 16, 16, 16)
     cpu = torch.device("cpu")
     with mixed_precision(cpu, bf16_cpu=True):
