@@ -61,10 +61,6 @@ class ModelConfig:
     snap_band: int = 0
     snap_window_mm: float = 12.0
     snap_separation: float = 1.0
-    # edge guide (model/edge_guide.py): each view's upsampled probability passed through a guided
-    # filter with the image as guide (windows half a grid voxel wide, along the upsampled axes),
-    # eps in imgs' intensity units squared; 0 = off
-    guide_eps: float = 0.0
     threshold: float = 0.5
     # mirror views averaged per forward pass (1 = none, up to 8: every flip of z, y, x; the network
     # trained on random flips). 4 views: neutral with early weights, below with the shipped ones at

@@ -39,7 +39,6 @@ from model.budget import Budget, Level
 from model.case_io import Case
 from model.click_grow import grow_at_clicks
 from model.config import CARD_FILE, ModelCard, ModelConfig
-from model.edge_guide import guide_radius, guided_prob
 from model.edge_snap import snap_edges
 from model.encoding import encode
 from model.ensemble import ProbabilityMean
@@ -151,12 +150,6 @@ def _answered_region(job: _Job) -> tuple[slice, slice, slice]:
     if job.edit and job.local_roi is not None:
         return job.local_roi.slices
     return job.roi.slices
-
-
-def _fits_grid(roi: Roi, grid: tuple[int, int, int]) -> bool:
-    """Whether the grid is at least as fine as the image over `roi` along every axis (no
-    boundary views there: nothing was upsampled)."""
-    return all(s <= g for s, g in zip(roi.size, grid, strict=True))
 
 
 def _newest(case: Case, label: int, order: list) -> tuple[int, int, int] | None:
@@ -417,7 +410,7 @@ class Predictor:
 
         done = self._run_jobs(jobs, kept, budget)
         t_net = time.monotonic()
-        probs = kept.probs + [self._to_native(j, case) for j in done]
+        probs = kept.probs + [self._to_native(j, case.prev_pred) for j in done]
         segs = fuse(case.shape, probs, threshold=self.config.threshold)
         t_fused = time.monotonic()
         cfg = self.config
@@ -527,7 +520,7 @@ class Predictor:
             return []
         out = []
         for job in jobs:
-            if _fits_grid(job.roi, cfg.grid):
+            if all(s <= g for s, g in zip(job.roi.size, cfg.grid, strict=True)):
                 continue
             mask = (job.native_prob() > cfg.threshold).cpu().numpy()
             for view in tiles(job.roi, cfg.tile_fraction, cfg.tile_positions):
@@ -626,27 +619,15 @@ class Predictor:
                 job.prob = job.local_prob = None
                 kept.fail(job.prompts, "failed", exc)
 
-    def _to_native(self, job: _Job, case: Case) -> ClassProb:
-        """The job's answer as native probabilities over its ROI, each view's answer guided by
-        the image where `guide_eps` > 0 (model/edge_guide.py), the box's facts applied."""
-        cfg = self.config
+    def _to_native(self, job: _Job, prev_pred: np.ndarray | None) -> ClassProb:
         if job.edit:  # prev_pred's mask of the class, edited inside the local view below
-            assert case.prev_pred is not None and job.local_prob is not None
-            prob = torch.from_numpy(case.prev_pred[job.roi.slices] == job.prompts.label)
+            assert prev_pred is not None and job.local_prob is not None
+            prob = torch.from_numpy(prev_pred[job.roi.slices] == job.prompts.label)
             prob = prob.to(job.local_prob.device, torch.float32)
         else:
             prob = job.native_prob()
-            if cfg.guide_eps > 0:
-                tiled = cfg.tile_fraction > 0 and not _fits_grid(job.roi, cfg.grid)
-                radius = guide_radius(job.roi.size, cfg.grid, cfg.tile_fraction if tiled else 1.0)
-                img = torch.from_numpy(np.ascontiguousarray(case.imgs[job.roi.slices]))
-                prob = guided_prob(prob, img, radius, cfg.guide_eps).to(prob.dtype)
         if job.local_prob is not None and job.local_roi is not None:
-            local = grid_to_roi(job.local_prob.float(), job.local_roi)
-            if cfg.guide_eps > 0:
-                img = torch.from_numpy(np.ascontiguousarray(case.imgs[job.local_roi.slices]))
-                local = guided_prob(local, img, guide_radius(job.local_roi.size, cfg.grid), cfg.guide_eps)
-            prob[_within(job.local_roi, job.roi)] = local.to(prob.dtype)
+            prob[_within(job.local_roi, job.roi)] = grid_to_roi(job.local_prob.float(), job.local_roi)
         if job.prompts.box is not None:
             apply_box_facts(prob, job.roi, job.prompts.box)
         return ClassProb(
