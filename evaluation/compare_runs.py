@@ -14,6 +14,16 @@ large case; a new checkpoint or inference setting is shipped on the means *and* 
 cases it helps, so this prints, on the cases both runs scored: each metric's mean in both runs,
 how many cases are better and worse by more than `--tol`, the median change, and the cases that
 moved most in DSC_AUC. These are the better/worse counts docs/validation.md and the weights card quote.
+
+It also prints each mean change's standard error (the case-by-case differences' standard
+deviation over the square root of their number: the two runs score the same cases, so the
+comparison is paired). A change within two of them is level: on the 29 held-out cases the
+per-case DSC_AUC differences between runs of one lineage spread with a standard deviation of
+0.05-0.14, which makes a mean change of 0.02-0.05 noise. And the shipped weights were picked as
+the best of many runs on these same cases, so their figures here are a little above what they
+would score on new ones: a candidate must clear that too (docs/validation.md, "How noisy the
+29-case comparison is").
+
 A boxed run against a clicks-only one (a sweep has DSC_1 0 everywhere) is refused: every figure
 would differ by the protocol, and a card as base needs `--clicks-only` to stand for its sweep.
 """
@@ -33,7 +43,8 @@ from model.config import CARD_FILE
 
 @dataclass(frozen=True)
 class MetricChange:
-    """One metric over the shared cases: both means, the cases better/worse, the median change."""
+    """One metric over the shared cases: both means, the cases better/worse, the median change
+    and the mean change's paired standard error (0 for a single case)."""
 
     metric: str
     base_mean: float
@@ -41,6 +52,7 @@ class MetricChange:
     better: int
     worse: int
     median_change: float
+    se: float
 
 
 def metrics_csv(path: Path) -> Path:
@@ -83,9 +95,10 @@ def compare_metrics(
     for c in COLUMNS:
         b = np.array([base[n][c] for n in names])
         d = np.array([new[n][c] for n in names]) - b
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
         out.append(
             MetricChange(c, float(b.mean()), float(b.mean() + d.mean()), int((d > tol).sum()),
-                         int((d < -tol).sum()), float(np.median(d)))
+                         int((d < -tol).sum()), float(np.median(d)), se)
         )  # fmt: skip
     return out
 
@@ -121,12 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     shared = set(base) & set(new)
     only = sorted((set(base) | set(new)) - shared)
     print(f"{len(shared)} cases in both runs" + (f"; left out (in one run only): {only}" if only else ""))
-    print(f"{'metric':<10} {'base':>7} {'new':>7} {'change':>8} {'better':>6} {'worse':>6} {'median':>8}")
+    print(
+        f"{'metric':<10} {'base':>7} {'new':>7} {'change':>8} {'se':>6} "
+        + f"{'better':>6} {'worse':>6} {'median':>8}"
+    )
     for m in compare_metrics(base, new, args.tol):
         print(
             f"{m.metric:<10} {m.base_mean:7.3f} {m.new_mean:7.3f} {m.new_mean - m.base_mean:+8.3f} "
-            f"{m.better:6d} {m.worse:6d} {m.median_change:+8.3f}"
+            f"{m.se:6.3f} {m.better:6d} {m.worse:6d} {m.median_change:+8.3f}"
         )
+    print("se: the mean change's paired standard error; a change within two of them is level")
     print("largest DSC_AUC changes:")
     for name, change in largest_changes(base, new, "DSC_AUC", args.top):
         print(f"  {name:<45} {change:+.3f}")

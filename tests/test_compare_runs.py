@@ -36,6 +36,9 @@ def test_counts_and_means_use_the_shared_cases_only() -> None:
     assert m.new_mean == pytest.approx((0.9 + 0.498 + 0.4 + 0.45) / 4)  # e.npz left out
     assert (m.better, m.worse) == (1, 2)  # b's -0.002 is within the tolerance
     assert m.median_change == pytest.approx((-0.002 - 0.05) / 2)
+    d = [0.4, -0.002, -0.1, -0.05]  # the paired differences: their sd over the root of their count
+    mean = sum(d) / 4
+    assert m.se == pytest.approx((sum((x - mean) ** 2 for x in d) / 3) ** 0.5 / 2)
     assert largest_changes(base, new, "DSC_AUC", 1) == [
         ("a.npz", pytest.approx(0.4)),
         ("c.npz", pytest.approx(-0.1)),
@@ -53,7 +56,7 @@ def test_main_reads_folders_or_files(tmp_path, capsys) -> None:
     assert main([str(tmp_path / "base"), str(tmp_path / "new" / "metrics.csv"), "--top", "1"]) == 0
     out = capsys.readouterr().out
     assert "4 cases in both runs; left out (in one run only): ['e.npz']" in out
-    assert "DSC_AUC      0.500   0.562   +0.062      1      2   -0.026" in out
+    assert "DSC_AUC      0.500   0.562   +0.062  0.114      1      2   -0.026" in out
     assert "a.npz" in out and "c.npz" in out
 
 
@@ -66,7 +69,7 @@ def test_a_weights_card_is_a_base(tmp_path, capsys) -> None:
     _write(tmp_path / "new", NEW)
     for base in (weights, weights / "model.json"):
         assert main([str(base), str(tmp_path / "new"), "--top", "1"]) == 0
-        assert "DSC_AUC      0.500   0.562   +0.062      1      2   -0.026" in capsys.readouterr().out
+        assert "DSC_AUC      0.500   0.562   +0.062  0.114      1      2   -0.026" in capsys.readouterr().out
     (weights / "model.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(SystemExit, match="no validation_full_protocol.per_case"):
         main([str(weights), str(tmp_path / "new")])
@@ -83,7 +86,7 @@ def test_a_weights_card_is_a_clicks_only_base(tmp_path, capsys) -> None:
     _write(tmp_path / "new", NEW, clicks_only=True)
     assert main([str(weights), str(tmp_path / "new"), "--top", "1", "--clicks-only"]) == 0
     out = capsys.readouterr().out
-    assert "DSC_AUC      0.500   0.562   +0.062      1      2   -0.026" in out
+    assert "DSC_AUC      0.500   0.562   +0.062  0.114      1      2   -0.026" in out
     assert "DSC_1        0.000   0.000" in out
     # without it the card's boxed figures would be the base: refused, not compared
     with pytest.raises(SystemExit, match="base is a boxed run and the new one clicks-only.*--clicks-only"):
