@@ -372,3 +372,16 @@ def test_synthetic_large_share_reaches_the_pool() -> None:
 
     assert largest_share(large) > 2 * largest_share(plain)
     assert TrainConfig().synthetic_large == 0.0
+
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("train_*.json"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_training_config_loads(path: Path) -> None:
+    """A config the docs tell a user to run must load (no key the code has dropped or renamed);
+    the GPU one continues the shipped recipe (its partial starts included)."""
+    cfg = TrainConfig.load(path)
+    assert cfg.samples > 0 and cfg.batch_size > 0
+    if path.name == "train_gpu.json":
+        assert cfg.p_partial == 0.5 and cfg.init_from == "weights"
