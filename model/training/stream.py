@@ -6,7 +6,10 @@ Each item is one object at one interaction state, encoded exactly as inference e
   or for a share `p_partial` of the click starts a part of the object around the first click,
   one to `max_clicks` corrective clicks on its errors, and the error region the newest click
   addresses (the loss weights it); a share of these are cut as the predictor's local view
-  around the newest click;
+  around the newest click; for a share `p_held` of them, where another object lies near, the
+  object's voxels next to it are moved from the previous mask into the other objects' channel
+  (corrupt.held_by_neighbour: a neighbour's answer grown into it, as prev_pred shows at
+  inference) and the clicks go on that error;
 - or, for a share `p_tile`, one of the predictor's boundary views (predictor._tile_pass): the
   object's answer, as a coarse and slightly wrong copy of the ground truth, cut at a fraction of
   the ROI around a point of its boundary, with the start's prompts and no new click.
