@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(shared)} cases in both runs" + (f"; left out (in one run only): {only}" if only else ""))
     print(
         f"{'metric':<10} {'base':>7} {'new':>7} {'change':>8} {'se':>6} "
-        + f"{'better':>6} {'worse':>6} {'median':>8}"
+        f"{'better':>6} {'worse':>6} {'median':>8}"
     )
     for m in compare_metrics(base, new, args.tol):
         print(
