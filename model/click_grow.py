@@ -34,6 +34,13 @@ from DSC 0.50 to 0.22 at its fifth click (fg, bg, bg, bg, fg), a 143-voxel breas
 0.81 to 0.70. Giving such voxels to the background click alone lost more cases than it mended;
 turning the grow off for the class or the click lost a spinal cord whose bg click lands three
 voxels from its fg click (docs/validation.md, "Clicks that reach the same voxels").
+
+With `depth_guard`, a background click that lies inside its class's previous mask cuts no voxel of
+that mask lying deeper in it (mm from its edge) than the click itself, plus one voxel of the
+coarsest axis. The evaluator clicks the deepest voxel of the largest error, so a false shell or
+protrusion it points at is never deeper in the mask than the click; the object's core, which the
+same intensity range may join to it, is. Unguarded, a spinal cord's first bg click cut 733 of its
+1 227 voxels (docs/validation.md, "A background click's depth").
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import binary_dilation, find_objects
+from scipy.ndimage import binary_dilation, distance_transform_edt, find_objects
 from scipy.ndimage import label as cc_label
 
 from model.boxes import Box
@@ -142,16 +149,20 @@ def grow_at_clicks(
     leak_limit: float = 1.0,
     shell_mm: float = 3.0,
     prior: np.ndarray | None = None,
+    depth_guard: bool = False,
 ) -> np.ndarray:
     """`segs` with every unlocked class corrected at each of its clicks, in place and returned.
     A class whose `leak_share` exceeds `leak_limit` is skipped, judged on its mask in `prior` (the
     previous step's label map) where it has one there, else on its mask in `segs` as fused. A
-    voxel that a foreground and a background click of the class both reach goes to the nearer."""
+    voxel that a foreground and a background click of the class both reach goes to the nearer.
+    With `depth_guard`, a background click inside its class's mask in `prior` cuts none of that
+    mask deeper than itself (`_deeper_than`)."""
     if radius_mm <= 0 or not clicks:
         return segs
     maps: list[tuple[np.ndarray, list]] = []
     if leak_limit < 1.0:  # every class is judged before any is grown: its previous mask first
         maps = [(m, find_objects(m)) for m in (prior, segs) if m is not None]
+    prior_bounds = find_objects(prior) if depth_guard and prior is not None else []
     todo: list[tuple[int, list[tuple[str | None, Point]], slice | None]] = []
     for k, entry in enumerate(clicks):
         lab = k + 1
@@ -168,6 +179,8 @@ def grow_at_clicks(
         box = boxes[k] if boxes is not None and k < len(boxes) else None
         todo.append((lab, steps, box.prism(segs.shape)[0] if box is not None and box.exact_z else None))
     for lab, steps, zs in todo:
+        bounds = prior_bounds[lab - 1] if lab <= len(prior_bounds) else None
+        depth = None  # the class's depth in its previous mask, computed once where a click needs it
         regions = [_region(imgs, point, spacing, radius_mm, tolerance, zs) for _, point in steps]
         fg = [kind == "fg" for kind, _ in steps]
         for i, ((kind, point), grown) in enumerate(zip(steps, regions, strict=True)):
@@ -184,6 +197,10 @@ def grow_at_clicks(
                     open_ |= view == under
                 view[region & open_] = lab
             else:
+                if bounds is not None and prior is not None and prior[point] == lab:
+                    if depth is None:
+                        depth = _mask_depth(prior, lab, bounds, spacing)
+                    region = region & ~_deeper_than(depth, point, sl, spacing)
                 view[region & (view == lab)] = 0
     return segs
 
@@ -206,6 +223,45 @@ def _region(
     return sl, region & ((z >= zs.start) & (z < zs.stop))[:, None, None]
 
 
+def _mask_depth(
+    prior: np.ndarray, lab: int, bounds: tuple[slice, ...], spacing: tuple[float, float, float]
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Class `lab`'s depth in its mask in `prior` (mm to its edge, 0 outside), on its
+    `find_objects` box `bounds` widened by a voxel so that the edge lies inside: (box, depth)."""
+    box = _padded(bounds, [1, 1, 1], prior.shape)
+    return box, distance_transform_edt(prior[box] == lab, sampling=spacing)
+
+
+def _deeper_than(
+    depth: tuple[tuple[slice, ...], np.ndarray],
+    point: Point,
+    sl: tuple[slice, ...],
+    spacing: tuple[float, float, float],
+) -> np.ndarray:
+    """The voxels of the crop `sl` deeper in the mask (`_mask_depth`) than `point`, which lies in
+    it, plus one voxel of the coarsest axis."""
+    box, mm = depth
+    out = np.zeros(tuple(s.stop - s.start for s in sl), bool)
+    click = mm[tuple(int(p) - b.start for p, b in zip(point, box, strict=True))]
+    overlap = _overlap(sl, box)
+    if overlap is not None:
+        here, there = overlap
+        out[here] = mm[there] > click + max(float(sp) for sp in spacing)
+    return out
+
+
+def _overlap(
+    sl: tuple[slice, ...], other: tuple[slice, ...]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Where two crops (absolute slices) meet, as slices into each; None where they do not."""
+    common = tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(sl, other, strict=True))
+    if any(c.start >= c.stop for c in common):
+        return None
+    here = tuple(slice(c.start - a.start, c.stop - a.start) for c, a in zip(common, sl, strict=True))
+    there = tuple(slice(c.start - b.start, c.stop - b.start) for c, b in zip(common, other, strict=True))
+    return here, there
+
+
 def _nearer_rival(
     sl: tuple[slice, ...],
     point: Point,
@@ -219,13 +275,11 @@ def _nearer_rival(
         return out
     own = _dist2_mm(sl, point, spacing)
     for rival, (osl, other) in rivals:
-        common = tuple(
-            slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(sl, osl, strict=True)
-        )
-        if any(c.start >= c.stop for c in common):
+        overlap = _overlap(sl, osl)
+        if overlap is None:
             continue
-        here = tuple(slice(c.start - a.start, c.stop - a.start) for c, a in zip(common, sl, strict=True))
-        there = tuple(slice(c.start - b.start, c.stop - b.start) for c, b in zip(common, osl, strict=True))
+        here, there = overlap
+        common = tuple(slice(a.start + h.start, a.start + h.stop) for a, h in zip(sl, here, strict=True))
         out[here] |= other[there] & (_dist2_mm(common, rival, spacing) < own[here])
     return out
 

@@ -48,6 +48,9 @@ class ModelConfig:
     # surroundings there (click_grow.leak_share). 1.0 = every class is grown
     grow_leak_limit: float = 1.0
     grow_shell_mm: float = 3.0
+    # a background click inside its class's previous mask cuts none of that mask deeper than the
+    # click itself, plus one coarsest voxel (click_grow._deeper_than); False = no such guard
+    grow_depth_guard: bool = False
     # boundary views: after an object's pass (and its zoom-outs), views tile_fraction of its ROI per
     # axis, at tile_positions places along each axis, look again at each part of its boundary at
     # that much finer a scale, with the pass's mask as their previous mask; their mean replaces the

@@ -440,6 +440,7 @@ class Predictor:
             leak_limit=cfg.grow_leak_limit,
             shell_mm=cfg.grow_shell_mm,
             prior=case.prev_pred,
+            depth_guard=cfg.grow_depth_guard,
         )
         t_end = time.monotonic()
         return Prediction(

@@ -219,3 +219,46 @@ def test_the_gate_judges_on_a_crop_what_it_would_judge_on_the_whole_image() -> N
             whole = leak_share(imgs, labels == lab, sp, 3.0, 20.0)
             assert _judged_share(imgs, lab, sp, 3.0, 20.0, maps) == whole
         assert _judged_share(imgs, 3, sp, 3.0, 20.0, maps) is None
+
+
+def _core_and_fin() -> tuple[np.ndarray, np.ndarray]:
+    """One intensity (200 on 50) holds a thick core (a 12-voxel cube) and a thin fin (3 voxels)
+    joined to its side; the mask is both, as a network that followed the intensity would give."""
+    imgs = np.full((30, 40, 30), 50, np.uint8)
+    imgs[9:21, 5:17, 9:21] = 200  # the core
+    imgs[13:18, 17:30, 13:16] = 200  # the fin, 3 voxels thin along x
+    return imgs, (imgs == 200).astype(np.uint8)
+
+
+def test_a_guarded_background_click_cuts_the_fin_it_sits_in_not_the_deeper_core() -> None:
+    """The click at the fin's middle is two voxels deep in the mask; unguarded, its region cuts
+    deep into the core too; guarded, the fin goes and the core loses no voxel deeper than the click
+    plus one voxel (its outer skin may go: the same depth as the fin's)."""
+    imgs, mask = _core_and_fin()
+    clicks = [{"fg": [], "bg": [[15, 25, 14]]}]
+    args = (imgs, SP, clicks, [["bg"]], None, set(), 15.0, 20.0)
+    inner = np.zeros(mask.shape, bool)
+    inner[12:18, 8:14, 12:18] = True  # the core's voxels more than 3 voxels deep
+    free = grow_at_clicks(mask.copy(), *args)
+    assert (free[inner] == 0).sum() > 50  # the unguarded cut reaches deep into the core
+    guarded = grow_at_clicks(mask.copy(), *args, prior=mask, depth_guard=True)
+    assert (guarded[13:18, 18:30, 13:16] == 0).all()  # the fin is cut
+    assert (guarded[inner] == 1).all()  # the core's deep part stays
+
+
+def test_the_guard_leaves_a_click_outside_its_previous_mask_and_other_kinds_alone() -> None:
+    """A background click that the previous mask already obeys (it lies outside it) cuts as
+    unguarded; a foreground click is never guarded; a class with no previous mask neither."""
+    imgs, mask = _core_and_fin()
+    clicks = [{"fg": [], "bg": [[15, 25, 14]]}]
+    args = (imgs, SP, clicks, [["bg"]], None, set(), 15.0, 20.0)
+    obeyed = mask.copy()
+    obeyed[13:18, 17:30, 13:16] = 0  # the previous answer already dropped the fin
+    free = grow_at_clicks(mask.copy(), *args)
+    np.testing.assert_array_equal(grow_at_clicks(mask.copy(), *args, prior=obeyed, depth_guard=True), free)
+    empty = np.zeros(mask.shape, np.uint8)
+    np.testing.assert_array_equal(grow_at_clicks(mask.copy(), *args, prior=empty, depth_guard=True), free)
+    fg = [{"fg": [[15, 25, 14]], "bg": []}]
+    fg_args = (imgs, SP, fg, [["fg"]], None, set(), 15.0, 20.0)
+    guarded_fg = grow_at_clicks(empty.copy(), *fg_args, prior=mask, depth_guard=True)
+    np.testing.assert_array_equal(guarded_fg, grow_at_clicks(empty.copy(), *fg_args))
