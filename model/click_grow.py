@@ -40,7 +40,8 @@ that mask lying deeper in it (mm from its edge) than the click itself, plus one 
 coarsest axis. The evaluator clicks the deepest voxel of the largest error, so a false shell or
 protrusion it points at is never deeper in the mask than the click; the object's core, which the
 same intensity range may join to it, is. Unguarded, a spinal cord's first bg click cut 733 of its
-1 227 voxels (docs/validation.md, "A background click's depth").
+1 227 voxels (docs/validation.md, "A background click's depth"). A viewer's user who clicks near
+the edge of a thick false region is read the same way: the grow cuts that edge's layer alone.
 """
 
 from __future__ import annotations
