@@ -160,10 +160,11 @@ def grow_at_clicks(
     mask deeper than itself (`_deeper_than`)."""
     if radius_mm <= 0 or not clicks:
         return segs
+    # the previous mask's bounds, found once: the gate and the depth guard both read them
+    prior_bounds = find_objects(prior) if prior is not None and (depth_guard or leak_limit < 1.0) else []
     maps: list[tuple[np.ndarray, list]] = []
     if leak_limit < 1.0:  # every class is judged before any is grown: its previous mask first
-        maps = [(m, find_objects(m)) for m in (prior, segs) if m is not None]
-    prior_bounds = find_objects(prior) if depth_guard and prior is not None else []
+        maps = ([(prior, prior_bounds)] if prior is not None else []) + [(segs, find_objects(segs))]
     todo: list[tuple[int, list[tuple[str | None, Point]], slice | None]] = []
     for k, entry in enumerate(clicks):
         lab = k + 1
@@ -180,7 +181,7 @@ def grow_at_clicks(
         box = boxes[k] if boxes is not None and k < len(boxes) else None
         todo.append((lab, steps, box.prism(segs.shape)[0] if box is not None and box.exact_z else None))
     for lab, steps, zs in todo:
-        bounds = prior_bounds[lab - 1] if lab <= len(prior_bounds) else None
+        bounds = prior_bounds[lab - 1] if depth_guard and lab <= len(prior_bounds) else None
         depth = None  # the class's depth in its previous mask, computed once where a click needs it
         regions = [_region(imgs, point, spacing, radius_mm, tolerance, zs) for _, point in steps]
         fg = [kind == "fg" for kind, _ in steps]
@@ -246,21 +247,22 @@ def _deeper_than(
     click = mm[tuple(int(p) - b.start for p, b in zip(point, box, strict=True))]
     overlap = _overlap(sl, box)
     if overlap is not None:
-        here, there = overlap
+        _, here, there = overlap
         out[here] = mm[there] > click + max(float(sp) for sp in spacing)
     return out
 
 
 def _overlap(
     sl: tuple[slice, ...], other: tuple[slice, ...]
-) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
-    """Where two crops (absolute slices) meet, as slices into each; None where they do not."""
+) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]] | None:
+    """Where two crops (absolute slices) meet: (absolute slices, slices into `sl`, slices into
+    `other`); None where they do not."""
     common = tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(sl, other, strict=True))
     if any(c.start >= c.stop for c in common):
         return None
     here = tuple(slice(c.start - a.start, c.stop - a.start) for c, a in zip(common, sl, strict=True))
     there = tuple(slice(c.start - b.start, c.stop - b.start) for c, b in zip(common, other, strict=True))
-    return here, there
+    return common, here, there
 
 
 def _nearer_rival(
@@ -279,8 +281,7 @@ def _nearer_rival(
         overlap = _overlap(sl, osl)
         if overlap is None:
             continue
-        here, there = overlap
-        common = tuple(slice(a.start + h.start, a.start + h.stop) for a, h in zip(sl, here, strict=True))
+        common, here, there = overlap
         out[here] |= other[there] & (_dist2_mm(common, rival, spacing) < own[here])
     return out
 

@@ -248,7 +248,8 @@ def test_a_guarded_background_click_cuts_the_fin_it_sits_in_not_the_deeper_core(
 
 def test_the_guard_leaves_a_click_outside_its_previous_mask_and_other_kinds_alone() -> None:
     """A background click that the previous mask already obeys (it lies outside it) cuts as
-    unguarded; a foreground click is never guarded; a class with no previous mask neither."""
+    unguarded; a foreground click is never guarded; a class with no previous mask neither; and
+    without `depth_guard` a previous mask the contrast gate reads guards nothing."""
     imgs, mask = _core_and_fin()
     clicks = [{"fg": [], "bg": [[15, 25, 14]]}]
     args = (imgs, SP, clicks, [["bg"]], None, set(), 15.0, 20.0)
@@ -258,6 +259,7 @@ def test_the_guard_leaves_a_click_outside_its_previous_mask_and_other_kinds_alon
     np.testing.assert_array_equal(grow_at_clicks(mask.copy(), *args, prior=obeyed, depth_guard=True), free)
     empty = np.zeros(mask.shape, np.uint8)
     np.testing.assert_array_equal(grow_at_clicks(mask.copy(), *args, prior=empty, depth_guard=True), free)
+    np.testing.assert_array_equal(grow_at_clicks(mask.copy(), *args, leak_limit=0.5, prior=mask), free)
     fg = [{"fg": [[15, 25, 14]], "bg": []}]
     fg_args = (imgs, SP, fg, [["fg"]], None, set(), 15.0, 20.0)
     guarded_fg = grow_at_clicks(empty.copy(), *fg_args, prior=mask, depth_guard=True)
