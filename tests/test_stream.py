@@ -8,9 +8,10 @@ import torch
 from helpers import large_block
 
 from model.config import ModelConfig
+from model.encoding import box_channel
 from model.synthetic import synth_case
 from model.training.data import Volume
-from model.training.stream import ItemStream, Pool, coarse_answer, collate, make_item
+from model.training.stream import ItemStream, Pool, coarse_answer, collate, grid_roi, make_item
 from model.training.train import TrainConfig
 
 CFG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
@@ -44,6 +45,30 @@ def test_items_of_every_kind(pool) -> None:
             assert not (it.region & (it.prev == it.sample.target)).any()
     clicked = [it for it in items if it.kind == "click"]
     assert clicked and all(it.region.any() for it in clicked)
+
+
+def test_outside_marks_the_object_beyond_its_box_prism() -> None:
+    """A challenge box start's `outside` is the target outside the prism (a slanted object leaves
+    its middle slice's rectangle on the others); a click start's is empty."""
+    imgs = np.full((24, 32, 32), 40, np.uint8)
+    gts = np.zeros_like(imgs)
+    for z in range(4, 20):  # a bar that drifts in x from slice to slice
+        gts[z, 12:18, z : z + 6] = 1
+    imgs[gts > 0] = 200
+    vol = Volume("slant", imgs, gts, (1.0, 1.0, 1.0))
+    rng = np.random.default_rng(0)
+    for p_box, start in ((1.0, "box"), (0.0, "click")):
+        mix = TrainConfig(p_box=p_box, p_box2d=0.0, p_first=1.0).stream()
+        items = [make_item(Pool([vol], [], 0.0), rng, CFG, mix) for _ in range(6)]
+        for it in items:
+            assert it.sample.start == start and it.outside.shape == CFG.grid
+            if start == "click":
+                assert not it.outside.any()
+                continue
+            prism = box_channel(grid_roi(CFG), it.sample.prompts.box, CFG.grid) > 0
+            assert np.array_equal(it.outside, it.sample.target & ~prism)
+        if start == "box":
+            assert any(it.outside.any() for it in items)  # the drifting bar leaves the prism
 
 
 def test_partial_click_steps_start_from_a_part_of_the_object() -> None:

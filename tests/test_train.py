@@ -215,6 +215,22 @@ def test_click_loss_weights_the_clicked_region() -> None:
     assert torch.allclose(g2[2:4, 2:6, 2:6].mean(), g2[4:6, 2:6, 2:6].mean())  # no click: no bias
 
 
+def test_click_loss_weights_the_object_outside_its_prism() -> None:
+    """`outside_weight` pulls harder on the object's voxels outside the box prism; at 0 (or
+    without the map) the loss is the one before."""
+    target = torch.zeros(1, 8, 8, 8)
+    target[0, 2:6, 2:6, 2:6] = 1
+    none = torch.zeros_like(target)
+    outside = torch.zeros_like(target)
+    outside[0, 4:6, 2:6, 2:6] = 1  # the object's half that leaves the prism
+    logits = torch.zeros_like(target, requires_grad=True)
+    click_loss(logits, target, none, 5.0, outside, outside_weight=3.0).backward()
+    g = logits.grad.abs()[0]
+    assert abs((g[4:6, 2:6, 2:6].mean() - g[2:4, 2:6, 2:6].mean()).item() - 3.0 * 0.5 / (512 + 3 * 32)) < 1e-6
+    plain = click_loss(torch.zeros_like(target), target, none, 5.0)
+    assert torch.equal(click_loss(torch.zeros_like(target), target, none, 5.0, outside, 0.0), plain)
+
+
 def test_run_without_real_data_warns_and_trains_on_synthetic(tmp_path, tiny_train_config, capsys) -> None:
     """A clone without ../shared/data: one warning line per config key, then synthetic-only training."""
     missing = tmp_path / "shared" / "data" / "extra" / "train"

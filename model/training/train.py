@@ -90,6 +90,9 @@ class TrainConfig:
     max_rounds: int = 2
     p_official_click: float = 0.6
     click_weight: float = 5.0  # extra BCE weight on the error region the newest click addresses
+    # extra BCE weight on the object's voxels outside its challenge box's prism (stream.outside_prism):
+    # the rectangle bounds the object on its middle slice only; 0 = none
+    outside_weight: float = 0.0
     workers: int = 2
     val_every: int = 250  # steps
     n_val_samples: int = 48
@@ -219,11 +222,19 @@ def mixed_precision(device: torch.device, bf16_cpu: bool) -> torch.autocast:
 
 
 def click_loss(
-    logits: torch.Tensor, target: torch.Tensor, region: torch.Tensor, click_weight: float
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    region: torch.Tensor,
+    click_weight: float,
+    outside: torch.Tensor | None = None,
+    outside_weight: float = 0.0,
 ) -> torch.Tensor:
-    """BCE weighted up on the clicked error region, + soft Dice per sample (Dice keeps small
-    objects from being ignored); the weights are normalised, so the loss scale stays put."""
+    """BCE weighted up on the clicked error region (and, with `outside`, on the object's voxels
+    outside its box prism), + soft Dice per sample (Dice keeps small objects from being ignored);
+    the weights are normalised, so the loss scale stays put."""
     w = 1.0 + click_weight * region
+    if outside is not None and outside_weight > 0:
+        w = w + outside_weight * outside
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     bce = (w * bce).flatten(1).sum(1) / w.flatten(1).sum(1)
     p = torch.sigmoid(logits).flatten(1)
@@ -600,7 +611,10 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         region_t = torch.from_numpy(region).float().to(device)
         with mixed_precision(device, cfg.bf16_cpu):
             logits = model(x)[:, 0]
-        loss = click_loss(logits.float(), target, region_t, cfg.click_weight)
+        outside_t = None
+        if cfg.outside_weight > 0:
+            outside_t = torch.from_numpy(np.stack([it.outside for it in items])).float().to(device)
+        loss = click_loss(logits.float(), target, region_t, cfg.click_weight, outside_t, cfg.outside_weight)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
