@@ -33,11 +33,17 @@ def saved_cases(segs_dir: Path, gts_dir: Path) -> Iterator[tuple[NpzFile, np.nda
     """(the saved segmentations, open, ground truth) of each saved case that has a ground-truth
     file. The npz stays lazy so that each reader decompresses only the keys it uses (`segs`, the
     final step; `all_segs`, every step, when saved)."""
+    for _, saved, gts in named_saved_cases(segs_dir, gts_dir):
+        yield saved, gts
+
+
+def named_saved_cases(segs_dir: Path, gts_dir: Path) -> Iterator[tuple[str, NpzFile, np.ndarray]]:
+    """`saved_cases` with each case's file name first (a reader that also opens the case file)."""
     for seg_file in sorted(segs_dir.glob("*.npz")):
         gt_file = gts_dir / seg_file.name
         if gt_file.exists():
             with np.load(seg_file) as s, np.load(gt_file, allow_pickle=True) as g:
-                yield s, g["gts"]
+                yield seg_file.name, s, g["gts"]
 
 
 def volume_ratios(segs_dir: Path, gts_dir: Path) -> list[float]:
