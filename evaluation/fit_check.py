@@ -9,7 +9,9 @@ the prompts of the chosen start, the same encoding inference uses) and predicted
 previous mask. Printed per object: its voxels, the grid Dice of the network, the grid Dice of the
 box prism itself (the rectangle of the middle slice extruded over z_min..z_max, or for a viewer's
 one-slice box its rectangle alone: the answer of a network that ignores the image), and the
-median predicted/true volume.
+median predicted/true volume; with a box, the share of the target outside the box prism (the
+challenge's rectangle bounds the object on its middle slice only) and the share of those voxels
+the network found (pooled over the draws).
 
 Why: the full protocol (docs/validation.md) says how good the model is on held-out cases, but it
 cannot tell an object type the network generalises badly to from one it never learned. Run on
@@ -35,7 +37,7 @@ from model.config import ModelConfig
 from model.encoding import box_channel
 from model.training.data import Volume, find_cases, load_volume
 from model.training.sampler import make_sample
-from model.training.stream import encode_sample, grid_roi
+from model.training.stream import encode_sample, grid_roi, outside_prism
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTS = {"box": (1.0, 0.0), "box2d": (0.0, 1.0), "click": (0.0, 0.0)}  # (p_box, p_box2d)
@@ -51,16 +53,22 @@ class ObjectFit:
     dice: float
     prism_dice: float  # NaN for a click start (no box)
     volume_ratio: float
+    outside: float = float("nan")  # share of the target outside the prism (NaN without a box)
+    found_outside: float = float("nan")  # share of those voxels predicted (NaN where there are none)
+    outside_voxels: int = 0  # grid voxels outside the prism over the draws, and found of them:
+    found_voxels: int = 0  # what the summary pools
 
     def cells(self) -> list[str]:
-        """The row as printed and written: case, label, voxels, dice, prism dice, volume ratio."""
+        """The row as printed and written: case, label, voxels, dice, prism dice, volume ratio,
+        share outside the prism, share of it found."""
         return [self.case, str(self.label), str(self.voxels)] + [
-            f"{v:.3f}" for v in (self.dice, self.prism_dice, self.volume_ratio)
+            f"{v:.3f}"
+            for v in (self.dice, self.prism_dice, self.volume_ratio, self.outside, self.found_outside)
         ]
 
 
-COLUMNS = ["case", "label", "voxels", "dice", "prism_dice", "volume_ratio"]
-LINE = "{:40.40s} {:>5s} {:>8s} {:>6s} {:>10s} {:>12s}"
+COLUMNS = ["case", "label", "voxels", "dice", "prism_dice", "volume_ratio", "outside", "found_outside"]
+LINE = "{:40.40s} {:>5s} {:>8s} {:>6s} {:>10s} {:>12s} {:>7s} {:>13s}"
 
 
 def fit_object(
@@ -76,7 +84,8 @@ def fit_object(
     by `net` (logits, channel 0 the object)."""
     one = Volume(volume.name, volume.imgs, (volume.gts == label).astype(np.uint8), volume.spacing)
     p_box, p_box2d = STARTS[start]
-    dices, prisms, ratios = [], [], []
+    dices, prisms, ratios, shares = [], [], [], []
+    out_n = found_n = 0
     tries = 0
     while len(dices) < n:
         tries += 1
@@ -92,6 +101,10 @@ def fit_object(
         ratios.append(float(pred.sum()) / float(s.target.sum()))
         if s.prompts.box is not None:
             prisms.append(dice(s.target, box_channel(grid_roi(config), s.prompts.box, config.grid) > 0))
+            outside = outside_prism(s, config)
+            shares.append(float(outside.sum()) / float(s.target.sum()))
+            out_n += int(outside.sum())
+            found_n += int((outside & pred).sum())
     return ObjectFit(
         volume.name,
         label,
@@ -99,6 +112,10 @@ def fit_object(
         float(np.mean(dices)),
         float(np.mean(prisms)) if prisms else float("nan"),
         float(np.median(ratios)),
+        float(np.mean(shares)) if shares else float("nan"),
+        found_n / out_n if out_n else float("nan"),
+        out_n,
+        found_n,
     )
 
 
@@ -151,6 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = f"{len(rows)} objects: mean Dice {dice.mean():.3f}"
     if args.start != "click":
         summary += f", box prism {np.nanmean(prism):.3f}"
+        out_n = sum(r.outside_voxels for r in rows)
+        found = sum(r.found_voxels for r in rows) / out_n if out_n else float("nan")
+        summary += (
+            f"; mean share outside the prism {np.nanmean([r.outside for r in rows]):.3f}, "
+            f"found of it {found:.3f} (pooled)"
+        )
     print(summary)
     if args.csv is not None:
         with args.csv.open("w", newline="") as f:
