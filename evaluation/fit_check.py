@@ -53,10 +53,14 @@ class ObjectFit:
     dice: float
     prism_dice: float  # NaN for a click start (no box)
     volume_ratio: float
-    outside: float = float("nan")  # share of the target outside the prism (NaN without a box)
-    found_outside: float = float("nan")  # share of those voxels predicted (NaN where there are none)
-    outside_voxels: int = 0  # grid voxels outside the prism over the draws, and found of them:
-    found_voxels: int = 0  # what the summary pools
+    outside: float = float("nan")  # mean share of the target outside the prism (NaN without a box)
+    outside_voxels: int = 0  # grid voxels outside the prism over the draws
+    found_voxels: int = 0  # of them, predicted
+
+    @property
+    def found_outside(self) -> float:
+        """The share of the voxels outside the prism the network found (NaN where there are none)."""
+        return self.found_voxels / self.outside_voxels if self.outside_voxels else float("nan")
 
     def cells(self) -> list[str]:
         """The row as printed and written: case, label, voxels, dice, prism dice, volume ratio,
@@ -113,7 +117,6 @@ def fit_object(
         float(np.mean(prisms)) if prisms else float("nan"),
         float(np.median(ratios)),
         float(np.mean(shares)) if shares else float("nan"),
-        found_n / out_n if out_n else float("nan"),
         out_n,
         found_n,
     )
