@@ -9,8 +9,8 @@ the prompts of the chosen start, the same encoding inference uses) and predicted
 previous mask. Printed per object: its voxels, the grid Dice of the network, the grid Dice of the
 box prism itself (the rectangle of the middle slice extruded over z_min..z_max, or for a viewer's
 one-slice box its rectangle alone: the answer of a network that ignores the image), and the
-median predicted/true volume; with a box, the share of the target outside the box prism (the
-challenge's rectangle bounds the object on its middle slice only) and the share of those voxels
+median predicted/true volume; with the challenge's box, the share of the target outside its prism
+(the rectangle bounds the object on its middle slice only) and the share of those voxels
 the network found (pooled over the draws).
 
 Why: the full protocol (docs/validation.md) says how good the model is on held-out cases, but it
@@ -53,7 +53,7 @@ class ObjectFit:
     dice: float
     prism_dice: float  # NaN for a click start (no box)
     volume_ratio: float
-    outside: float = float("nan")  # mean share of the target outside the prism (NaN without a box)
+    outside: float = float("nan")  # mean share of the target outside the prism (NaN unless a box start)
     outside_voxels: int = 0  # grid voxels outside the prism over the draws
     found_voxels: int = 0  # of them, predicted
 
@@ -105,6 +105,7 @@ def fit_object(
         ratios.append(float(pred.sum()) / float(s.target.sum()))
         if s.prompts.box is not None:
             prisms.append(dice(s.target, box_channel(grid_roi(config), s.prompts.box, config.grid) > 0))
+        if s.start == "box":  # the challenge's box: a viewer's one-slice box has no prism to leave
             outside = outside_prism(s, config)
             shares.append(float(outside.sum()) / float(s.target.sum()))
             out_n += int(outside.sum())
@@ -171,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = f"{len(rows)} objects: mean Dice {dice.mean():.3f}"
     if args.start != "click":
         summary += f", box prism {np.nanmean(prism):.3f}"
+    if args.start == "box":
         out_n = sum(r.outside_voxels for r in rows)
         found = sum(r.found_voxels for r in rows) / out_n if out_n else float("nan")
         summary += (

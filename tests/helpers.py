@@ -51,3 +51,14 @@ def large_block() -> Volume:
     gts[22:42, 44:84, 44:84] = 1
     imgs = np.where(gts > 0, 180, 60).astype(np.uint8)
     return Volume("block", imgs, gts, (1.0, 1.0, 1.0))
+
+
+def drifting_bar() -> Volume:
+    """A bar that drifts one voxel in x per slice, so that its middle slice's rectangle (the
+    challenge box's) misses most of it on the other slices: the object leaves its box prism."""
+    imgs = np.full((24, 32, 32), 40, np.uint8)
+    gts = np.zeros_like(imgs)
+    for z in range(4, 20):
+        gts[z, 12:18, z : z + 6] = 1
+    imgs[gts > 0] = 200
+    return Volume("bar", imgs, gts, (1.0, 1.0, 1.0))

@@ -7,12 +7,11 @@ import math
 
 import numpy as np
 import torch
-from helpers import large_block
+from helpers import drifting_bar, large_block
 
 from evaluation import fit_check
 from model.config import ModelConfig
 from model.synthetic import synth_case
-from model.training.data import Volume
 
 CONFIG = ModelConfig(features=(4, 8, 16), blocks_per_stage=(1, 1, 1), grid=(16, 16, 16))
 
@@ -58,13 +57,8 @@ def test_main_writes_one_row_per_object_of_the_chosen_labels(tmp_path, capsys) -
 def test_the_share_outside_the_prism_and_what_was_found_of_it() -> None:
     """A bar that drifts across slices leaves its middle slice's rectangle: a network answering
     the prism finds none of what lies outside, one answering everywhere finds all of it; a
-    click start has no prism to leave."""
-    imgs = np.full((24, 32, 32), 40, np.uint8)
-    gts = np.zeros_like(imgs)
-    for z in range(4, 20):
-        gts[z, 12:18, z : z + 6] = 1
-    imgs[gts > 0] = 200
-    bar = Volume("bar", imgs, gts, (1.0, 1.0, 1.0))
+    click start and a viewer's one-slice box have no prism to leave."""
+    bar = drifting_bar()
 
     def everything(x: torch.Tensor) -> torch.Tensor:
         return torch.full((x.shape[0], 1, *x.shape[2:]), 10.0)
@@ -76,3 +70,5 @@ def test_the_share_outside_the_prism_and_what_was_found_of_it() -> None:
     assert full.found_outside == 1.0 and full.outside == boxed.outside  # the same draws
     click = fit_check.fit_object(everything, bar, 1, CONFIG, 1, "click", np.random.default_rng(0))
     assert math.isnan(click.outside) and math.isnan(click.found_outside)
+    flat = fit_check.fit_object(everything, bar, 1, CONFIG, 1, "box2d", np.random.default_rng(0))
+    assert math.isnan(flat.outside) and math.isnan(flat.found_outside)  # a viewer's box has no prism

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import large_block
+from helpers import drifting_bar, large_block
 
 from model.config import ModelConfig
 from model.encoding import box_channel
@@ -50,12 +50,7 @@ def test_items_of_every_kind(pool) -> None:
 def test_outside_marks_the_object_beyond_its_box_prism() -> None:
     """A challenge box start's `outside` is the target outside the prism (a slanted object leaves
     its middle slice's rectangle on the others); a click start's is empty."""
-    imgs = np.full((24, 32, 32), 40, np.uint8)
-    gts = np.zeros_like(imgs)
-    for z in range(4, 20):  # a bar that drifts in x from slice to slice
-        gts[z, 12:18, z : z + 6] = 1
-    imgs[gts > 0] = 200
-    vol = Volume("slant", imgs, gts, (1.0, 1.0, 1.0))
+    vol = drifting_bar()
     rng = np.random.default_rng(0)
     for p_box, start in ((1.0, "box"), (0.0, "click")):
         mix = TrainConfig(p_box=p_box, p_box2d=0.0, p_first=1.0).stream()
