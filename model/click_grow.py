@@ -151,15 +151,15 @@ def grow_at_clicks(
     shell_mm: float = 3.0,
     prior: np.ndarray | None = None,
     depth_guard: bool = False,
-    size_factor: float = 0.0,
+    add_limit: float = 0.0,
 ) -> np.ndarray:
     """`segs` with every unlocked class corrected at each of its clicks, in place and returned.
     A class whose `leak_share` exceeds `leak_limit` is skipped, judged on its mask in `prior` (the
     previous step's label map) where it has one there, else on its mask in `segs` as fused. A
     voxel that a foreground and a background click of the class both reach goes to the nearer.
     With `depth_guard`, a background click inside its class's mask in `prior` cuts none of that
-    mask deeper than itself (`_deeper_than`). With `size_factor` > 0 a class's clicks reach at
-    most that many times its size (`size_radius`) and never beyond `radius_mm`."""
+    mask deeper than itself (`_deeper_than`). With `add_limit` > 0 a foreground click adds at most
+    that many times its class's size in voxels (`_class_sizes`), the ones nearest to it."""
     if radius_mm <= 0 or not clicks:
         return segs
     # the previous mask's bounds, found once: the gate and the depth guard both read them
@@ -167,8 +167,8 @@ def grow_at_clicks(
     maps: list[tuple[np.ndarray, list]] = []
     if leak_limit < 1.0:  # every class is judged before any is grown: its previous mask first
         maps = ([(prior, prior_bounds)] if prior is not None else []) + [(segs, find_objects(segs))]
-    sizes = _class_sizes(segs, prior) if size_factor > 0 else None
-    todo: list[tuple[int, list[tuple[str | None, Point]], slice | None, float]] = []
+    sizes = _class_sizes(segs, prior) if add_limit > 0 else None
+    todo: list[tuple[int, list[tuple[str | None, Point]], slice | None]] = []
     for k, entry in enumerate(clicks):
         lab = k + 1
         if lab in locked or lab > 255:
@@ -182,13 +182,11 @@ def grow_at_clicks(
         if share is not None and share > leak_limit:
             continue
         box = boxes[k] if boxes is not None and k < len(boxes) else None
-        zs = box.prism(segs.shape)[0] if box is not None and box.exact_z else None
-        reach = radius_mm if sizes is None else min(radius_mm, size_radius(sizes[lab], spacing, size_factor))
-        todo.append((lab, steps, zs, reach))
-    for lab, steps, zs, reach in todo:
+        todo.append((lab, steps, box.prism(segs.shape)[0] if box is not None and box.exact_z else None))
+    for lab, steps, zs in todo:
         bounds = prior_bounds[lab - 1] if depth_guard and lab <= len(prior_bounds) else None
         depth = None  # the class's depth in its previous mask, computed once where a click needs it
-        regions = [_region(imgs, point, spacing, reach, tolerance, zs) for _, point in steps]
+        regions = [_region(imgs, point, spacing, radius_mm, tolerance, zs) for _, point in steps]
         fg = [kind == "fg" for kind, _ in steps]
         for i, ((kind, point), grown) in enumerate(zip(steps, regions, strict=True)):
             if grown is None:
@@ -202,7 +200,10 @@ def grow_at_clicks(
                 open_ = (view == 0) | (view == lab)
                 if under not in locked:
                     open_ |= view == under
-                view[region & open_] = lab
+                new = region & open_ & (view != lab)
+                if sizes is not None:
+                    new = _nearest(new, sl, point, spacing, max(1, int(add_limit * sizes[lab])))
+                view[new] = lab
             else:
                 if bounds is not None and prior is not None and prior[point] == lab:
                     if depth is None:
@@ -221,12 +222,16 @@ def _class_sizes(segs: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
     return sizes
 
 
-def size_radius(voxels: int, spacing: tuple[float, float, float], factor: float) -> float:
-    """`factor` times the radius (mm) of a ball as large as `voxels` voxels, and at least one
-    voxel of the coarsest axis: how far a click of an object that size may reach."""
-    volume_mm3 = float(voxels) * float(np.prod(np.asarray(spacing, float)))
-    ball = (3.0 * volume_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)
-    return max(factor * ball, max(float(sp) for sp in spacing))
+def _nearest(
+    new: np.ndarray, sl: tuple[slice, ...], point: Point, spacing: tuple[float, float, float], limit: int
+) -> np.ndarray:
+    """The `limit` voxels of the crop mask `new` (crop `sl`) nearest to `point` in mm (all of
+    them at the limit's distance, so a tie may add a few more); `new` itself when it holds no more."""
+    if int(new.sum()) <= limit:
+        return new
+    dist = np.broadcast_to(_dist2_mm(sl, point, spacing), new.shape)
+    cut = np.partition(dist[new], limit - 1)[limit - 1]
+    return new & (dist <= cut)
 
 
 def _region(

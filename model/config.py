@@ -51,10 +51,10 @@ class ModelConfig:
     # a background click inside its class's previous mask cuts none of that mask deeper than the
     # click itself, plus one coarsest voxel (click_grow._deeper_than); False = no such guard
     grow_depth_guard: bool = False
-    # a class's clicks reach at most this many times its size (the radius of a ball of its voxels,
-    # the larger of this step's answer and its previous mask), never beyond grow_radius_mm: a
-    # 15 mm grow from a click on a 60-voxel nucleus floods its neighbours; 0 = grow_radius_mm alone
-    grow_size_factor: float = 0.0
+    # a foreground click adds at most this many times its class's size in voxels (the larger of
+    # this step's answer and its previous mask), those nearest to it: a 15 mm grow from a click on
+    # a 60-voxel brain nucleus flooded ten times its volume; 0 = no limit
+    grow_add_limit: float = 0.0
     # boundary views: after an object's pass (and its zoom-outs), views tile_fraction of its ROI per
     # axis, at tile_positions places along each axis, look again at each part of its boundary at
     # that much finer a scale, with the pass's mask as their previous mask; their mean replaces the

@@ -441,7 +441,7 @@ class Predictor:
             shell_mm=cfg.grow_shell_mm,
             prior=case.prev_pred,
             depth_guard=cfg.grow_depth_guard,
-            size_factor=cfg.grow_size_factor,
+            add_limit=cfg.grow_add_limit,
         )
         t_end = time.monotonic()
         return Prediction(

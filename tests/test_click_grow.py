@@ -6,7 +6,7 @@ import numpy as np
 from scipy.ndimage import find_objects
 
 from model.boxes import Box
-from model.click_grow import _judged_share, grow_at_clicks, grow_region, leak_share, size_radius
+from model.click_grow import _judged_share, grow_at_clicks, grow_region, leak_share
 
 SP = (1.0, 1.0, 1.0)
 
@@ -266,49 +266,50 @@ def test_the_guard_leaves_a_click_outside_its_previous_mask_and_other_kinds_alon
     np.testing.assert_array_equal(guarded_fg, grow_at_clicks(empty.copy(), *fg_args))
 
 
-def test_size_radius_is_the_radius_of_a_ball_that_large_times_the_factor() -> None:
-    """A ball of radius 10 mm holds 4 189 mm^3: 4 189 voxels of 1 mm, or 524 of 2 mm."""
-    assert abs(size_radius(4189, SP, 1.0) - 10.0) < 0.01
-    assert abs(size_radius(524, (2.0, 2.0, 2.0), 0.5) - 5.0) < 0.01
-    assert size_radius(0, (3.0, 1.0, 1.0), 1.0) == 3.0  # never below one voxel of the coarsest axis
-
-
-def test_a_small_class_reaches_no_farther_than_its_size() -> None:
-    """A 27-voxel class (a ball of radius 1.86 mm) whose foreground click sits in a wide bright
-    slab: at factor 1 the click adds the slab within 1.86 mm of it, not the 15 mm the radius allows;
-    a class twice the size of the cap still reaches the full 15 mm."""
+def test_a_small_class_adds_no_more_than_its_size_the_voxels_nearest_the_click() -> None:
+    """A 27-voxel class whose foreground click sits in a wide bright slab: with `add_limit` 1 the
+    click adds the 27 slab voxels nearest to it (a ball of about 1.9 mm), not the 15 mm of slab
+    the radius allows; without the limit it adds over 10 000."""
     imgs = np.full((40, 40, 40), 50, np.uint8)
     imgs[5:35, 5:35, 5:35] = 200
     segs = np.zeros(imgs.shape, np.uint8)
     segs[19:22, 19:22, 14:17] = 1
     clicks = [{"fg": [[20, 20, 20]], "bg": []}]
     kw = {"radius_mm": 15.0, "tolerance": 20.0}
-    fixed = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), **kw)
-    sized = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), size_factor=1.0, **kw)
-    assert (fixed == 1).sum() > 10_000
-    grown = (sized == 1) & (segs == 0)
-    zz, yy, xx = np.nonzero(grown)
+    free = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), **kw)
+    limited = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), add_limit=1.0, **kw)
+    assert ((free == 1) & (segs == 0)).sum() > 10_000
+    added = (limited == 1) & (segs == 0)
+    zz, yy, xx = np.nonzero(added)
     dist = np.sqrt((zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2)
-    assert grown[20, 20, 20] and dist.max() <= size_radius(27, SP, 1.0)
-    large = np.zeros(imgs.shape, np.uint8)
-    large[5:35, 5:35, 5:12] = 1  # 6 300 voxels, a ball of 11.5 mm: twice that is past 15 mm
-    reach = grow_at_clicks(large.copy(), imgs, SP, clicks, [["fg"]], None, set(), size_factor=2.0, **kw)
-    unsized = grow_at_clicks(large.copy(), imgs, SP, clicks, [["fg"]], None, set(), **kw)
-    np.testing.assert_array_equal(reach, unsized)
+    assert added[20, 20, 20] and 27 <= added.sum() <= 33 and dist.max() <= 2.0
+
+
+def test_a_long_class_keeps_the_grow_that_stays_within_its_size() -> None:
+    """A bright rod 4x4 voxels across and 30 long, half of it found (240 voxels): the click on the
+    missed half adds its 240 voxels, no more than the class's size, so the limit takes nothing from
+    it, however far along the rod they lie."""
+    imgs = np.full((40, 40, 40), 50, np.uint8)
+    imgs[18:22, 18:22, 5:35] = 200
+    segs = np.zeros(imgs.shape, np.uint8)
+    segs[18:22, 18:22, 5:20] = 1
+    clicks = [{"fg": [[20, 20, 27]], "bg": []}]
+    kw = {"radius_mm": 15.0, "tolerance": 20.0}
+    free = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), **kw)
+    limited = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), add_limit=1.0, **kw)
+    np.testing.assert_array_equal(limited, free)
+    assert (limited[18:22, 18:22, 5:35] == 1).all() and (limited == 1).sum() == 480
 
 
 def test_the_size_is_the_larger_of_the_answer_and_the_previous_mask() -> None:
-    """The network shrank the class to one voxel this step; its previous mask held 4 189 voxels:
-    the click reaches 10 mm (factor 1), not one voxel."""
+    """The network shrank the class to one voxel this step; its previous mask held 500 voxels:
+    the click adds up to 500 (add_limit 1), not one."""
     imgs = np.full((40, 40, 40), 200, np.uint8)
     segs = np.zeros(imgs.shape, np.uint8)
     segs[20, 20, 5] = 1
     prior = np.zeros(imgs.shape, np.uint8)
-    prior.ravel()[:4189] = 1
+    prior.ravel()[:500] = 1
     clicks = [{"fg": [[20, 20, 20]], "bg": []}]
-    out = grow_at_clicks(
-        segs, imgs, SP, clicks, [["fg"]], None, set(), 15.0, 20.0, prior=prior, size_factor=1.0
-    )
-    zz, yy, xx = np.nonzero(out == 1)
-    dist = np.sqrt((zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2)
-    assert 9.0 <= dist[xx > 5].max() <= 10.0
+    kw = {"radius_mm": 15.0, "tolerance": 20.0, "prior": prior, "add_limit": 1.0}
+    out = grow_at_clicks(segs, imgs, SP, clicks, [["fg"]], None, set(), **kw)
+    assert 500 <= (out == 1).sum() - 1 <= 530
