@@ -740,6 +740,23 @@ def test_click_grow_runs_after_fusion_when_the_card_turns_it_on() -> None:
     np.testing.assert_array_equal(Predictor(ConstNet(20.0), gated, "cpu").predict_case(case).segs, off.segs)
 
 
+def test_the_cards_add_limit_reaches_the_click_grow() -> None:
+    """A fg click in bright tissue the network calls background, the class's previous mask a
+    27-voxel cube: with `grow_add_limit` 1 the grow adds at most about as much as the class holds
+    (the voxels nearest the click); without it, the whole 10 mm of bright tissue."""
+    case = _click_step_case()
+    imgs = np.full(case.shape, 200, np.uint8)
+    prev = np.zeros(case.shape, np.uint8)
+    prev[15:18, 23:26, 20:23] = 1
+    clicks = [{"fg": [(16, 24, 30)], "bg": []}]
+    case = replace(case, imgs=imgs, prev_pred=prev, clicks=clicks, clicks_order=[["fg"]])
+    base = replace(CFG, max_zoom_out=0, grow_radius_mm=10.0)
+    free = Predictor(ConstNet(-20.0), base, "cpu").predict_case(case).segs
+    limited = Predictor(ConstNet(-20.0), replace(base, grow_add_limit=1.0), "cpu").predict_case(case).segs
+    assert (free == 1).sum() > 1000
+    assert limited[16, 24, 30] == 1 and 27 <= (limited == 1).sum() <= 40
+
+
 def test_edge_snap_sees_only_what_the_network_answered(monkeypatch) -> None:
     """The snap gets each answered class with the region its answer covers: the object's ROI at a
     box step, the click's view for an edit (refine_locally), nothing for a class kept as perfect."""
