@@ -266,20 +266,25 @@ def test_the_guard_leaves_a_click_outside_its_previous_mask_and_other_kinds_alon
     np.testing.assert_array_equal(guarded_fg, grow_at_clicks(empty.copy(), *fg_args))
 
 
+def _fg_with_and_without_limit(bright: tuple[slice, ...], found: tuple[slice, ...], click: list[int]):
+    """A bright region (200) on dark (50), the class `found` inside it, one foreground click:
+    the grow at 15 mm without a limit and with `add_limit` 1, and the class's mask before."""
+    imgs = np.full((40, 40, 40), 50, np.uint8)
+    imgs[bright] = 200
+    segs = np.zeros(imgs.shape, np.uint8)
+    segs[found] = 1
+    args = (imgs, SP, [{"fg": [click], "bg": []}], [["fg"]], None, set(), 15.0, 20.0)
+    return grow_at_clicks(segs.copy(), *args), grow_at_clicks(segs.copy(), *args, add_limit=1.0), segs == 1
+
+
 def test_a_small_class_adds_no_more_than_its_size_the_voxels_nearest_the_click() -> None:
     """A 27-voxel class whose foreground click sits in a wide bright slab: with `add_limit` 1 the
     click adds the 27 slab voxels nearest to it (a ball of about 1.9 mm), not the 15 mm of slab
     the radius allows; without the limit it adds over 10 000."""
-    imgs = np.full((40, 40, 40), 50, np.uint8)
-    imgs[5:35, 5:35, 5:35] = 200
-    segs = np.zeros(imgs.shape, np.uint8)
-    segs[19:22, 19:22, 14:17] = 1
-    clicks = [{"fg": [[20, 20, 20]], "bg": []}]
-    kw = {"radius_mm": 15.0, "tolerance": 20.0}
-    free = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), **kw)
-    limited = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), add_limit=1.0, **kw)
-    assert ((free == 1) & (segs == 0)).sum() > 10_000
-    added = (limited == 1) & (segs == 0)
+    slab, cube = (slice(5, 35),) * 3, (slice(19, 22), slice(19, 22), slice(14, 17))
+    free, limited, before = _fg_with_and_without_limit(slab, cube, [20, 20, 20])
+    assert ((free == 1) & ~before).sum() > 10_000
+    added = (limited == 1) & ~before
     zz, yy, xx = np.nonzero(added)
     dist = np.sqrt((zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2)
     assert added[20, 20, 20] and 27 <= added.sum() <= 33 and dist.max() <= 2.0
@@ -289,16 +294,10 @@ def test_a_long_class_keeps_the_grow_that_stays_within_its_size() -> None:
     """A bright rod 4x4 voxels across and 30 long, half of it found (240 voxels): the click on the
     missed half adds its 240 voxels, no more than the class's size, so the limit takes nothing from
     it, however far along the rod they lie."""
-    imgs = np.full((40, 40, 40), 50, np.uint8)
-    imgs[18:22, 18:22, 5:35] = 200
-    segs = np.zeros(imgs.shape, np.uint8)
-    segs[18:22, 18:22, 5:20] = 1
-    clicks = [{"fg": [[20, 20, 27]], "bg": []}]
-    kw = {"radius_mm": 15.0, "tolerance": 20.0}
-    free = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), **kw)
-    limited = grow_at_clicks(segs.copy(), imgs, SP, clicks, [["fg"]], None, set(), add_limit=1.0, **kw)
+    rod, half = (slice(18, 22), slice(18, 22), slice(5, 35)), (slice(18, 22), slice(18, 22), slice(5, 20))
+    free, limited, _ = _fg_with_and_without_limit(rod, half, [20, 20, 27])
     np.testing.assert_array_equal(limited, free)
-    assert (limited[18:22, 18:22, 5:35] == 1).all() and (limited == 1).sum() == 480
+    assert (limited[rod] == 1).all() and (limited == 1).sum() == 480
 
 
 def test_the_size_is_the_larger_of_the_answer_and_the_previous_mask() -> None:
