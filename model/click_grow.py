@@ -166,16 +166,18 @@ def grow_at_clicks(
     voxel that a foreground and a background click of the class both reach goes to the nearer.
     With `depth_guard`, a background click inside its class's mask in `prior` cuts none of that
     mask deeper than itself (`_deeper_than`). With `add_limit` > 0 a foreground click adds at most
-    that many times its class's size in voxels (`_class_sizes`), the ones nearest to it."""
+    that many times its class's size in voxels (`_class_size`), the ones nearest to it."""
     if radius_mm <= 0 or not clicks:
         return segs
-    # the previous mask's bounds, found once: the gate and the depth guard both read them
-    prior_bounds = find_objects(prior) if prior is not None and (depth_guard or leak_limit < 1.0) else []
-    maps: list[tuple[np.ndarray, list]] = []
-    if leak_limit < 1.0:  # every class is judged before any is grown: its previous mask first
-        maps = ([(prior, prior_bounds)] if prior is not None else []) + [(segs, find_objects(segs))]
-    sizes = _class_sizes(segs, prior) if add_limit > 0 else None
-    todo: list[tuple[int, list[tuple[str | None, Point]], slice | None]] = []
+    # each label map's bounds, found once: the gate, the depth guard and the add limit read them
+    sized = add_limit > 0
+    read_prior = prior is not None and (depth_guard or leak_limit < 1.0 or sized)
+    prior_bounds = find_objects(prior) if read_prior else []
+    both = ([(prior, prior_bounds)] if prior is not None else []) + [
+        (segs, find_objects(segs) if leak_limit < 1.0 or sized else [])
+    ]
+    maps = both if leak_limit < 1.0 else []  # every class is judged before any is grown
+    todo: list[tuple[int, list[tuple[str | None, Point]], slice | None, int]] = []
     for k, entry in enumerate(clicks):
         lab = k + 1
         if lab in locked or lab > 255:
@@ -189,8 +191,9 @@ def grow_at_clicks(
         if share is not None and share > leak_limit:
             continue
         box = boxes[k] if boxes is not None and k < len(boxes) else None
-        todo.append((lab, steps, box.prism(segs.shape)[0] if box is not None and box.exact_z else None))
-    for lab, steps, zs in todo:
+        zs = box.prism(segs.shape)[0] if box is not None and box.exact_z else None
+        todo.append((lab, steps, zs, max(1, int(add_limit * _class_size(lab, both))) if sized else 0))
+    for lab, steps, zs, limit in todo:
         bounds = prior_bounds[lab - 1] if depth_guard and lab <= len(prior_bounds) else None
         depth = None  # the class's depth in its previous mask, computed once where a click needs it
         regions = [_region(imgs, point, spacing, radius_mm, tolerance, zs) for _, point in steps]
@@ -208,8 +211,8 @@ def grow_at_clicks(
                 if under not in locked:
                     open_ |= view == under
                 new = region & open_ & (view != lab)
-                if sizes is not None:
-                    new = _nearest(new, sl, point, spacing, max(1, int(add_limit * sizes[lab])))
+                if limit:
+                    new = _nearest(new, sl, point, spacing, limit)
                 view[new] = lab
             else:
                 if bounds is not None and prior is not None and prior[point] == lab:
@@ -220,13 +223,12 @@ def grow_at_clicks(
     return segs
 
 
-def _class_sizes(segs: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
-    """Voxels of each label 0..255: the larger of this step's fused answer and the previous
-    step's mask (a class the network shrank to nothing this step keeps the size it had)."""
-    sizes = np.bincount(segs.ravel(), minlength=256)[:256]
-    if prior is not None and prior.shape == segs.shape:
-        sizes = np.maximum(sizes, np.bincount(prior.ravel(), minlength=256)[:256])
-    return sizes
+def _class_size(lab: int, maps: list[tuple[np.ndarray, list]]) -> int:
+    """Voxels of class `lab` in the largest of its masks in `maps` (label map, its find_objects
+    bounds): the previous step's and this step's fused answer, so a class the network shrank to
+    nothing this step keeps the size it had. Counted inside each bounding box only."""
+    counts = [int((labels[b[lab - 1]] == lab).sum()) for labels, b in maps if lab <= len(b) and b[lab - 1]]
+    return max(counts, default=0)
 
 
 def _nearest(
