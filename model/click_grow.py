@@ -171,11 +171,11 @@ def grow_at_clicks(
         return segs
     # each label map's bounds, found once: the gate, the depth guard and the add limit read them
     sized = add_limit > 0
-    read_prior = prior is not None and (depth_guard or leak_limit < 1.0 or sized)
-    prior_bounds = find_objects(prior) if read_prior else []
-    both = ([(prior, prior_bounds)] if prior is not None else []) + [
-        (segs, find_objects(segs) if leak_limit < 1.0 or sized else [])
-    ]
+    read_maps = leak_limit < 1.0 or sized
+    prior_bounds = find_objects(prior) if prior is not None and (depth_guard or read_maps) else []
+    both: list[tuple[np.ndarray, list]] = []  # the previous mask first, then this step's answer
+    if read_maps:
+        both = ([(prior, prior_bounds)] if prior is not None else []) + [(segs, find_objects(segs))]
     maps = both if leak_limit < 1.0 else []  # every class is judged before any is grown
     todo: list[tuple[int, list[tuple[str | None, Point]], slice | None, int]] = []
     for k, entry in enumerate(clicks):
